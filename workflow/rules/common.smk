@@ -1,0 +1,94 @@
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASETS = ["ferplus", "fairface"]
+EMOTION_DATASET = "ferplus"
+STRATEGIES = list(config["strategies"])
+SHARDS = list(range(config["alignment"]["shards"]))
+
+
+def check_strategies():
+    if "baseline" not in STRATEGIES:
+        raise ValueError(
+            "config key strategies must include 'baseline': every table compares against it"
+        )
+    if config["embedding"]["weights"] == "random" and not config["embedding"][
+        "allow_random_weights"
+    ]:
+        raise ValueError(
+            "config key embedding.weights is 'random' but embedding.allow_random_weights is "
+            "false: set it to true to accept untrained embeddings (the outputs are marked)"
+        )
+
+
+def check_dataset_paths():
+    """Fail before any job starts when a configured local dataset path does not exist."""
+    fairface = config["datasets"]["fairface"]
+    local = {
+        "datasets.ferplus.path": config["datasets"]["ferplus"]["path"],
+        "datasets.fairface.labels.train": fairface["labels"]["train"],
+        "datasets.fairface.labels.val": fairface["labels"]["val"],
+    }
+    if "://" not in fairface["archive"]["url"]:
+        local["datasets.fairface.archive.url"] = fairface["archive"]["url"]
+    for key, path in local.items():
+        if not Path(path).exists():
+            raise FileNotFoundError(
+                f"{path} (config key {key}) does not exist. Put the dataset there "
+                "(see README.md, 'Datasets') or set the key to your local copy, "
+                "e.g. with --config or an extra --configfile."
+            )
+
+
+check_strategies()
+check_dataset_paths()
+
+
+def dataset_config(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def alignment_params(wildcards):
+    return {**config["alignment"]["common"], **config["alignment"][wildcards.dataset]}
+
+
+def facenet_state_dict():
+    """Converted Sandberg FaceNet weights, named by the source file's sha256."""
+    if config["embedding"]["weights"] != "sandberg-keras":
+        return []
+    digest = config["embedding"]["sandberg_keras"]["sha256"][:16]
+    return f"resources/facenet/sandberg-keras-{digest}.pt"
+
+
+def strategy_params(wildcards):
+    return config["strategies"][wildcards.strategy]
+
+
+def training_inputs(wildcards):
+    inputs = {
+        "manifest": f"results/manifests/{EMOTION_DATASET}.parquet",
+        "group_labels": rules.match_race_labels.output.labels,
+    }
+    if wildcards.strategy == "augmentation":
+        inputs["augmented"] = rules.augment_demographics.output.augmented
+    return inputs
+
+
+def shard_files(pattern, dataset):
+    return expand(pattern, dataset=dataset, shard=SHARDS)
+
+
+def all_outputs():
+    return [
+        "results/fairness/comparison.md",
+        "results/metrics.json",
+        "results/group_labels/classifier_report.json",
+        "results/faces/alignment_report.csv",
+    ]

@@ -1,0 +1,43 @@
+rule fairness_tables:
+    input:
+        predictions=rules.train_model.output.predictions,
+        classifier_report=rules.match_race_labels.output.report,
+    output:
+        group_metrics=multiext(
+            "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
+        ),
+        class_disparities=multiext(
+            "results/fairness/{strategy}/class_disparities", ".parquet", ".csv", ".md"
+        ),
+        summary=multiext("results/fairness/{strategy}/summary", ".parquet", ".csv", ".md"),
+    params:
+        attributes=config["fairness"]["attributes"],
+        min_group_size=config["fairness"]["min_group_size"],
+    log:
+        "logs/fairness_tables/{strategy}.log",
+    benchmark:
+        "logs/benchmarks/fairness_tables/{strategy}.tsv"
+    wildcard_constraints:
+        strategy="|".join(STRATEGIES),
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/fairness_tables.py"
+
+
+rule compare_strategies:
+    input:
+        summaries=expand("results/fairness/{strategy}/summary.parquet", strategy=STRATEGIES),
+    output:
+        table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
+        metrics="results/metrics.json",
+    log:
+        "logs/compare_strategies.log",
+    benchmark:
+        "logs/benchmarks/compare_strategies.tsv"
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/compare_strategies.py"

@@ -1,0 +1,62 @@
+rule download_fairface:
+    output:
+        archive="resources/downloads/fairface.zip",
+        images=directory("resources/fairface/images"),
+    params:
+        url=config["datasets"]["fairface"]["archive"]["url"],
+        sha256=config["datasets"]["fairface"]["archive"]["sha256"],
+    log:
+        "logs/download_fairface.log",
+    benchmark:
+        "logs/benchmarks/download_fairface.tsv"
+    localrule: True
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/download_fairface.py"
+
+
+rule ingest_fairface:
+    input:
+        images=rules.download_fairface.output.images,
+        labels=config["datasets"]["fairface"]["labels"].values(),
+    output:
+        manifest="results/manifests/fairface.parquet",
+        report="results/manifests/fairface_report.json",
+    params:
+        labels=config["datasets"]["fairface"]["labels"],
+        sample=config["datasets"]["fairface"]["sample"],
+        seed=config["seed"],
+    log:
+        "logs/ingest_fairface.log",
+    benchmark:
+        "logs/benchmarks/ingest_fairface.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/ingest_fairface.py"
+
+
+rule ingest_ferplus:
+    input:
+        root=config["datasets"]["ferplus"]["path"],
+    output:
+        manifest="results/manifests/ferplus.parquet",
+        report="results/manifests/ferplus_report.json",
+    params:
+        sample=config["datasets"]["ferplus"]["sample"],
+        seed=config["seed"],
+    log:
+        "logs/ingest_ferplus.log",
+    benchmark:
+        "logs/benchmarks/ingest_ferplus.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/ingest_ferplus.py"

@@ -1,0 +1,26 @@
+rule match_race_labels:
+    input:
+        reference=shard_files(rules.embed_faces.output.embeddings, "fairface"),
+        reference_manifest="results/manifests/fairface.parquet",
+        target=shard_files(rules.embed_faces.output.embeddings, EMOTION_DATASET),
+        target_manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+    output:
+        labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
+        report="results/group_labels/classifier_report.json",
+        per_class="results/group_labels/classifier_per_class.csv",
+        composition="results/group_labels/composition.csv",
+    params:
+        matching=config["race_matching"],
+        seed=config["seed"],
+    log:
+        "logs/match_race_labels.log",
+    benchmark:
+        "logs/benchmarks/match_race_labels.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/match_race_labels.py"
