@@ -19,8 +19,12 @@ def attach_image_bytes(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
     return manifest
 
 
-def ingest(root: Path, manifest_path: Path, report_path: Path, *, sample, seed: int) -> None:
-    manifest, report = ferplus.build_manifest(root, sample_per_split=sample, seed=seed)
+def ingest(
+    root: Path, manifest_path: Path, report_path: Path, *, sample, seed: int, vote_source: str
+) -> None:
+    manifest, report = ferplus.build_manifest(
+        root, sample_per_split=sample, seed=seed, vote_source=vote_source
+    )
     manifest = attach_image_bytes(manifest, root)
     write_parquet(manifest, manifest_path, MANIFEST)
     report["rows"] = len(manifest)
@@ -40,4 +44,5 @@ if __name__ == "__main__":
         Path(snakemake.output.report),
         sample=snakemake.params.sample,
         seed=snakemake.params.seed,
+        vote_source=snakemake.params.vote_source,
     )

@@ -114,3 +114,21 @@ def test_fairface_rejects_unknown_vocabulary(tmp_path):
     labels.write_text("file,age,gender,race,service_test\nval/1.jpg,20-29,Male,Martian,TRUE\n")
     with pytest.raises(ValueError, match="Martian"):
         fairface.read_labels(labels, split="val")
+
+
+def test_ferplus_votes_come_from_the_official_file_unless_asked_otherwise(ferplus_root):
+    official = ferplus_root / "fer2013new.csv"
+    lines = official.read_text().splitlines()
+    # The first training image: the official file now says happiness, the folder neutral.
+    fields = lines[1].split(",")
+    lines[1] = ",".join([*fields[:2], "0", "10", *fields[4:]])
+    # A duplicated name: the later row describes the PNG on disk.
+    lines.append(",".join([*fields[:2], "0", "0", "10", *fields[5:]]))
+    official.write_text("\n".join(lines) + "\n")
+    by_official, report = ferplus.build_manifest(ferplus_root)
+    by_folder, _ = ferplus.build_manifest(ferplus_root, vote_source="folder")
+    name = fields[1].removesuffix(".png")
+    assert by_official.set_index("image_id").loc[name, "emotion"] == "surprise"
+    assert by_folder.set_index("image_id").loc[name, "emotion"] == "neutral"
+    assert report["rows_with_disagreeing_votes"] == 1
+    assert by_official["image_id"].is_unique

@@ -89,6 +89,9 @@ def read_official_labels(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path} lacks columns {sorted(expected - set(frame.columns))}")
     frame = frame.rename(columns={"Image name": "image_name", "NF": "not_face"})
     frame = frame.dropna(subset=["image_name"])
+    # A few names occur twice; generate_training_data.py wrote the PNG of the later row last,
+    # so that row describes the image on disk.
+    frame = frame.drop_duplicates(subset=["image_name"], keep="last")
     frame["split"] = frame["Usage"].map(USAGE_SPLITS)
     return frame[["image_name", "split", *FERPLUS_VOTE_COLUMNS]]
 
@@ -98,13 +101,18 @@ def build_manifest(
     *,
     sample_per_split: dict[str, int] | None = None,
     seed: int = 0,
-) -> tuple[pd.DataFrame, dict[str, int]]:
+    vote_source: str = "official",
+) -> tuple[pd.DataFrame, dict[str, int | str]]:
     """Manifest rows (without image bytes) for every FER+ image found under ``root``.
 
-    Votes come from the split folders' ``label.csv``; ``fer2013new.csv`` is the reference they
-    are checked against. ``sample_per_split`` keeps a seeded random subset of each split (for
+    Images are those listed in the split folders' ``label.csv``. Their votes come from
+    ``fer2013new.csv`` (``vote_source="official"``, the published labels, which can be newer
+    than a generated layout) or from the folders' own ``label.csv`` (``"folder"``); the two are
+    compared either way. ``sample_per_split`` keeps a seeded random subset of each split (for
     quick runs); the returned counts say how many official rows had no PNG or disagreed.
     """
+    if vote_source not in ("official", "folder"):
+        raise ValueError(f"vote_source must be 'official' or 'folder', got {vote_source!r}")
     root = Path(root)
     official_path = root / "fer2013new.csv"
     for required in [official_path, *(root / folder for folder in SPLIT_FOLDERS.values())]:
@@ -144,6 +152,15 @@ def build_manifest(
             "%d images have votes that differ from fer2013new.csv",
             report["rows_with_disagreeing_votes"],
         )
+
+    if vote_source == "official":
+        manifest = joined.loc[joined["_merge"] != "right_only"].reset_index(drop=True)
+        has_official = manifest["_merge"] == "both"
+        for column in FERPLUS_VOTE_COLUMNS:
+            manifest.loc[has_official, column] = manifest.loc[has_official, f"{column}_official"]
+            manifest[column] = manifest[column].astype(int)
+        manifest = manifest[["image_name", "split", "source_path", *FERPLUS_VOTE_COLUMNS]]
+    report["vote_source"] = vote_source
 
     if sample_per_split:
         manifest = pd.concat(

@@ -48,6 +48,7 @@ rule ingest_ferplus:
         report="results/manifests/ferplus_report.json",
     params:
         sample=config["datasets"]["ferplus"]["sample"],
+        vote_source=config["datasets"]["ferplus"]["vote_source"],
         seed=config["seed"],
     log:
         "logs/ingest_ferplus.log",
