@@ -45,7 +45,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 def run(tmp_path_factory) -> Path:
     """A finished small run in a scratch copy of the workflow."""
     workdir = tmp_path_factory.mktemp("pipeline")
-    for name in ("workflow", "scripts", "config"):
+    for name in ("workflow", "scripts", "config", "envs"):
         shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
     (workdir / "data").mkdir()
     for dataset in ("ferplus", "fairface"):
