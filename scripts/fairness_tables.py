@@ -40,7 +40,9 @@ def tables(
         for a in attributes
         if isinstance(a, str) and a in classifier_report["attributes"]
     }
-    summary["inferred_label_accuracy"] = summary["attribute"].map(accuracy)
+    summary["inferred_label_accuracy"] = (
+        summary["attribute"].map(accuracy).where(summary["label_source"] == "inferred")
+    )
     summary["n_small_groups"] = summary["attribute"].map(
         groups[groups["group"] != "<unknown>"].groupby("attribute")["small_group"].sum()
     )

@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.race_matching import composition, evaluate, fit_attribute_classifier, label_targets
+from fairfer.race_matching import (
+    composition,
+    evaluate,
+    fit_attribute_classifier,
+    label_targets,
+    prefer_ground_truth,
+)
 from fairfer.schemas import ATTRIBUTE_CLASSES, GROUP_LABELS, schema_metadata, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -45,7 +51,7 @@ def match(
 
     target_ids, target_x, _ = read_embeddings(target_shards)
     manifest_ids = pq.read_table(
-        target_manifest, columns=["image_id", "dataset", "split"]
+        target_manifest, columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES]
     ).to_pandas()
 
     report: dict = {
@@ -84,12 +90,17 @@ def match(
         )
     inferred = pd.concat(predicted, axis=1)
     # Images rejected at alignment have no embedding: they stay in the table, unlabelled.
-    group_labels = manifest_ids.merge(inferred, on="image_id", how="left", validate="one_to_one")
+    group_labels = manifest_ids[["image_id", "dataset", "split"]].merge(
+        inferred, on="image_id", how="left", validate="one_to_one"
+    )
     for attribute in ATTRIBUTE_CLASSES:
         group_labels[f"{attribute}_source"] = "inferred"
         group_labels[f"{attribute}_abstained"] = (
             group_labels[f"{attribute}_abstained"].astype("boolean").fillna(True).astype(bool)
         )
+    group_labels, report["ground_truth_attributes"] = prefer_ground_truth(
+        group_labels, manifest_ids, ATTRIBUTE_CLASSES
+    )
     return group_labels, report, pd.concat(per_class_tables, ignore_index=True)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from fairfer.schemas import ATTRIBUTES, EMOTIONS, PREDICTIONS, write_parquet
+from fairfer.schemas import ATTRIBUTES, EMOTIONS, predictions_schema, write_parquet
 from fairfer.training import (
     TrainingSettings,
     decode_grayscale,
@@ -32,8 +32,14 @@ def labelled_split(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     return manifest[(manifest["split"] == split) & (manifest["label_status"] == "ok")]
 
 
-def encode_labels(emotions: pd.Series) -> torch.Tensor:
-    index = {emotion: i for i, emotion in enumerate(EMOTIONS)}
+def dataset_classes(labelled: pd.DataFrame) -> list[str]:
+    """The emotions the dataset uses, in the canonical FER+ order (RAF-DB lacks contempt)."""
+    present = set(labelled["emotion"])
+    return [emotion for emotion in EMOTIONS if emotion in present]
+
+
+def encode_labels(emotions: pd.Series, classes: list[str]) -> torch.Tensor:
+    index = {emotion: i for i, emotion in enumerate(classes)}
     return torch.as_tensor(emotions.map(index).to_numpy(), dtype=torch.long)
 
 
@@ -44,12 +50,14 @@ def group_key(frame: pd.DataFrame, attributes: list[str]) -> pd.Series:
 
 
 def training_pool(
-    strategy: str, train_rows: pd.DataFrame, augmented_path: Path | None
+    strategy: str, train_rows: pd.DataFrame, augmented_path: Path | None, classes: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if strategy == "augmentation":
         augmented = pq.read_table(augmented_path, columns=["emotion", "image"]).to_pandas()
-        return decode_grayscale(augmented["image"].tolist()), encode_labels(augmented["emotion"])
-    return decode_grayscale(train_rows["image"].tolist()), encode_labels(train_rows["emotion"])
+        images, emotions = augmented["image"], augmented["emotion"]
+    else:
+        images, emotions = train_rows["image"], train_rows["emotion"]
+    return decode_grayscale(images.tolist()), encode_labels(emotions, classes)
 
 
 def run(
@@ -83,7 +91,8 @@ def run(
         len(test_rows),
     )
 
-    train_images, train_labels = training_pool(strategy, train_rows, augmented_path)
+    classes = dataset_classes(train_rows)
+    train_images, train_labels = training_pool(strategy, train_rows, augmented_path, classes)
     sample_weights = None
     if strategy == "reweighting":
         sample_weights = kamiran_calders_weights(
@@ -99,8 +108,8 @@ def run(
         train_images,
         train_labels,
         decode_grayscale(valid_rows["image"].tolist()),
-        encode_labels(valid_rows["emotion"]),
-        n_classes=len(EMOTIONS),
+        encode_labels(valid_rows["emotion"], classes),
+        n_classes=len(classes),
         settings=settings,
         seed=seed,
         sample_weights=sample_weights,
@@ -110,9 +119,9 @@ def run(
     predictions = test_rows[["image_id", *GROUP_COLUMNS]].copy()
     predictions["strategy"] = strategy
     predictions["y_true"] = test_rows["emotion"].to_numpy()
-    predictions["y_pred"] = np.asarray(EMOTIONS)[probabilities.argmax(axis=1)]
+    predictions["y_pred"] = np.asarray(classes)[probabilities.argmax(axis=1)]
     predictions["probabilities"] = list(probabilities.astype(np.float32))
-    write_parquet(predictions, predictions_path, PREDICTIONS)
+    write_parquet(predictions, predictions_path, predictions_schema(classes))
     logger.info(
         "%s: test accuracy %.4f", strategy, (predictions["y_true"] == predictions["y_pred"]).mean()
     )
@@ -122,7 +131,7 @@ def run(
     torch.save(
         {
             "state_dict": model.state_dict(),
-            "classes": list(EMOTIONS),
+            "classes": classes,
             "strategy": strategy,
             "strategy_params": strategy_params,
             "training": training,

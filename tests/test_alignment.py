@@ -205,6 +205,32 @@ def test_warp_maps_landmarks_onto_template():
         np.testing.assert_allclose(centroid, [x, y], atol=0.25)
 
 
+def test_padding_and_upscaling_map_back_to_original_coordinates(monkeypatch):
+    padding_aligner = FaceAligner(pad_fraction=0.25, upscale_min_side=160)
+    points = np.array([[15.3, 18.2], [32.6, 17.9], [24.1, 27.5], [17.0, 36.2], [31.4, 36.0]])
+    image = _blob_image(points, size=(48, 48), sigma=1.5)
+    pad, scale = 12, 160 / 72
+    ys, xs = np.mgrid[0:160, 0:160]
+
+    def fake_detect(batch):
+        # Measure where the padded, upscaled image really puts each blob, as MTCNN would.
+        frame = batch[0, ..., 0].astype(np.float64)
+        found = []
+        for guess in (points + pad) * scale:
+            weights = frame * (np.hypot(xs - guess[0], ys - guess[1]) <= 7)
+            found.append([(weights * xs).sum(), (weights * ys).sum()] / weights.sum())
+        found = np.array(found)
+        box = np.r_[found.min(axis=0) - 10, found.max(axis=0) + 10, 0.99]
+        return [(box[None, :], found[None, :, :])]
+
+    monkeypatch.setattr(padding_aligner, "_detect", fake_detect)
+
+    (result,) = padding_aligner.align([image])
+
+    assert result.status == "ok"
+    np.testing.assert_allclose(result.landmarks, points, atol=0.1)
+
+
 # --- images and modes -----------------------------------------------------------------------
 
 
@@ -295,10 +321,8 @@ def test_batched_matches_per_image(fairface_images):
 
 
 @needs_ferplus
-def test_align_ferplus(ferplus_images):
-    small_face_aligner = FaceAligner(pad_fraction=0.25, upscale_min_side=128)
-
-    results = small_face_aligner.align(ferplus_images)
+def test_align_ferplus(aligner, ferplus_images):
+    results = aligner.align(ferplus_images)
 
     _assert_valid_results(results, ferplus_images, min_ok=N_REAL - 2)
 

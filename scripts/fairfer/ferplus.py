@@ -180,6 +180,6 @@ def build_manifest(
     manifest["emotion_votes"] = list(votes.astype(np.uint8))
     manifest["image_id"] = manifest["image_name"].str.removesuffix(".png")
     manifest["dataset"] = "ferplus"
-    for attribute in ("race", "gender", "age"):
-        manifest[attribute] = None
+    for column in ("race", "gender", "age", "subject_id"):
+        manifest[column] = None
     return manifest.drop(columns=["image_name", *FERPLUS_VOTE_COLUMNS]), report

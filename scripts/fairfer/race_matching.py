@@ -198,3 +198,27 @@ def composition(labels: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame
         rows.append(table.rename(columns={attribute: "group"}).assign(attribute=attribute))
     columns = ["attribute", "split", "group", "count", "share", "abstained", "abstained_share"]
     return pd.concat(rows, ignore_index=True)[columns]
+
+
+def prefer_ground_truth(
+    group_labels: pd.DataFrame, manifest: pd.DataFrame, attributes: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Use the emotion dataset's own demographic labels wherever it has them.
+
+    An attribute the dataset annotates (any non-null value in ``manifest``) is taken from the
+    annotation for every image, in the dataset's own vocabulary, with source ``ground_truth``;
+    images the annotators left unlabelled stay unknown rather than falling back to inference,
+    so one table never mixes the two. The inferred posterior is kept for reference.
+    """
+    labels = group_labels.set_index("image_id")
+    truth = manifest.set_index("image_id")
+    used = []
+    for attribute in attributes:
+        if truth[attribute].isna().all():
+            continue
+        used.append(attribute)
+        labels[attribute] = truth[attribute].reindex(labels.index)
+        labels[f"{attribute}_source"] = "ground_truth"
+        labels[f"{attribute}_confidence"] = np.nan
+        labels[f"{attribute}_abstained"] = False
+    return labels.reset_index(), used

@@ -75,6 +75,8 @@ MANIFEST = pa.schema(
         pa.field("race", pa.string()),
         pa.field("gender", pa.string()),
         pa.field("age", pa.string()),
+        # Identity, where the dataset has one (keeps a person's images in one split).
+        pa.field("subject_id", pa.string()),
         pa.field("image", pa.binary(), nullable=False),
     ],
     metadata={"emotion_votes_order": json.dumps(FERPLUS_VOTE_COLUMNS)},

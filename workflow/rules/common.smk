@@ -8,8 +8,8 @@ from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-DATASETS = ["ferplus", "fairface"]
-EMOTION_DATASET = "ferplus"
+EMOTION_DATASET = config["emotion_dataset"]
+DATASETS = [EMOTION_DATASET, "fairface"]
 STRATEGIES = list(config["strategies"])
 SHARDS = list(range(config["alignment"]["shards"]))
 
@@ -31,8 +31,9 @@ def check_strategies():
 def check_dataset_paths():
     """Fail before any job starts when a configured local dataset path does not exist."""
     fairface = config["datasets"]["fairface"]
+    emotion_key = f"datasets.{EMOTION_DATASET}.path"
     local = {
-        "datasets.ferplus.path": config["datasets"]["ferplus"]["path"],
+        emotion_key: config["datasets"][EMOTION_DATASET]["path"],
         "datasets.fairface.labels.train": fairface["labels"]["train"],
         "datasets.fairface.labels.val": fairface["labels"]["val"],
     }

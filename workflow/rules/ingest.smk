@@ -61,3 +61,25 @@ rule ingest_ferplus:
         "../../envs/fairfer.yaml"
     script:
         "../../scripts/ingest_ferplus.py"
+
+
+rule ingest_rafdb:
+    input:
+        root=config["datasets"]["rafdb"]["path"],
+    output:
+        manifest="results/manifests/rafdb.parquet",
+        report="results/manifests/rafdb_report.json",
+    params:
+        rafdb=config["datasets"]["rafdb"],
+        seed=config["seed"],
+    log:
+        "logs/ingest_rafdb.log",
+    benchmark:
+        "logs/benchmarks/ingest_rafdb.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/ingest_rafdb.py"

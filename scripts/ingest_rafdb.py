@@ -1,0 +1,40 @@
+"""Read RAF-DB (official or Kaggle layout) into the manifest Parquet, with a valid split."""
+
+import json
+import logging
+from pathlib import Path
+
+from fairfer import rafdb
+from fairfer.schemas import MANIFEST, write_parquet
+
+logger = logging.getLogger(__name__)
+
+
+def ingest(root: Path, manifest_path: Path, report_path: Path, *, settings: dict, seed: int):
+    manifest, report = rafdb.build_manifest(
+        root,
+        layout=settings["layout"],
+        image_variant=settings["image_variant"],
+        sample_per_split=settings.get("sample"),
+        seed=seed,
+    )
+    manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
+    manifest["image"] = [(root / relative).read_bytes() for relative in manifest["source_path"]]
+    write_parquet(manifest, manifest_path, MANIFEST)
+    report["rows_by_split"] = manifest["split"].value_counts().to_dict()
+    report["label_status"] = manifest["label_status"].value_counts().to_dict()
+    report_path.write_text(json.dumps(report, indent=2, default=int) + "\n")
+    logger.info("RAF-DB manifest: %s", report)
+
+
+if __name__ == "__main__":
+    from fairfer.logs import configure_logging
+
+    configure_logging(snakemake.log[0])
+    ingest(
+        Path(snakemake.input.root),
+        Path(snakemake.output.manifest),
+        Path(snakemake.output.report),
+        settings=snakemake.params.rafdb,
+        seed=snakemake.params.seed,
+    )
