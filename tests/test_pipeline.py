@@ -154,6 +154,11 @@ def test_predictions_and_fairness_tables(run):
         assert disparities["demographic_parity_difference"].dropna().between(0, 1).all()
         for suffix in (".csv", ".md"):
             assert (run / f"results/fairness/{strategy}/summary{suffix}").stat().st_size > 0
+        intervals = read(run, f"results/fairness/{strategy}/intervals.parquet")
+        for method in ("bootstrap", "multiple_imputation"):
+            bounds = intervals[[f"{method}_low", f"{method}_high"]].dropna()
+            assert len(bounds) > 0
+            assert (bounds[f"{method}_low"] <= bounds[f"{method}_high"]).all()
     assert comparison["overall_accuracy"].between(0, 1).all()
     assert set(comparison["attribute"]) == {"race", "gender", "age", "race x gender"}
     assert (comparison["label_source"] == "inferred").all()

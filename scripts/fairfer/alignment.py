@@ -311,7 +311,8 @@ class FaceAligner:
     image_size : int
         Side of the square output crops in pixels.
     face_scale : float
-        Face size within the crop, passed to :func:`canonical_template`.
+        Face size within the crop, passed to :func:`canonical_template`; ``1.0`` is the ArcFace
+        framing (whole face with a margin).
     min_face_size : int
         Smallest face MTCNN searches for, in detector-input pixels; larger values are faster.
     thresholds : tuple of float
@@ -487,8 +488,7 @@ class FaceAligner:
         pad = np.asarray(item.pad, dtype=np.float64)
         centres = boxes_xy.mean(axis=1) - pad
         width, height = item.rgb.size
-        # Padding by edge replication can create face-like streaks in the border; only faces
-        # centred on the original frame count.
+        # A detection centred in the padding belongs to no face of the photograph itself.
         inside = (
             (centres[:, 0] >= 0)
             & (centres[:, 0] <= width - 1)

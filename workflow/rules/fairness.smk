@@ -2,6 +2,7 @@ rule fairness_tables:
     input:
         predictions=rules.train_model.output.predictions,
         classifier_report=rules.match_race_labels.output.report,
+        group_labels=rules.match_race_labels.output.labels,
     output:
         group_metrics=multiext(
             "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
@@ -10,9 +11,12 @@ rule fairness_tables:
             "results/fairness/{strategy}/class_disparities", ".parquet", ".csv", ".md"
         ),
         summary=multiext("results/fairness/{strategy}/summary", ".parquet", ".csv", ".md"),
+        intervals=multiext("results/fairness/{strategy}/intervals", ".parquet", ".csv", ".md"),
     params:
         attributes=config["fairness"]["attributes"],
         min_group_size=config["fairness"]["min_group_size"],
+        uncertainty=config["fairness"]["uncertainty"],
+        seed=config["seed"],
     log:
         "logs/fairness_tables/{strategy}.log",
     benchmark:
