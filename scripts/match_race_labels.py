@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from fairfer.plots import plot_composition
 from fairfer.race_matching import (
     composition,
     evaluate,
@@ -119,7 +120,10 @@ if __name__ == "__main__":
     write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")
     per_class.to_csv(snakemake.output.per_class, index=False)
-    composition(group_labels, list(ATTRIBUTE_CLASSES)).to_csv(
-        snakemake.output.composition,
-        index=False,
+    table = composition(group_labels, list(ATTRIBUTE_CLASSES))
+    table.to_csv(snakemake.output.composition, index=False)
+    plot_composition(
+        table,
+        Path(snakemake.output.composition_plot),
+        title=f"{snakemake.params.dataset}: composition by demographic group",
     )

@@ -96,3 +96,21 @@ def test_write_parquet_is_atomic_and_enforces_the_schema(tmp_path):
     pq.write_table(table, tmp_path / "old.parquet")
     with pytest.raises(ValueError, match="rerun the rule"):
         read_checked(tmp_path / "old.parquet", MANIFEST)
+
+
+def test_composition_plot_is_written(tmp_path):
+    from fairfer.plots import plot_composition
+
+    composition = pd.DataFrame(
+        {
+            "attribute": ["race", "race", "gender"],
+            "split": "test",
+            "group": ["White", "Black", "Male"],
+            "count": [5, 3, 8],
+            "share": [0.6, 0.4, 1.0],
+            "abstained": [1, 0, 2],
+            "abstained_share": [0.2, 0.0, 0.25],
+        }
+    )
+    path = plot_composition(composition, tmp_path / "composition.png", title="test")
+    assert path.stat().st_size > 1000

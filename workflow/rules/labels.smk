@@ -9,9 +9,11 @@ rule match_race_labels:
         report="results/group_labels/classifier_report.json",
         per_class="results/group_labels/classifier_per_class.csv",
         composition="results/group_labels/composition.csv",
+        composition_plot="results/group_labels/composition.png",
     params:
         matching=config["race_matching"],
         seed=config["seed"],
+        dataset=EMOTION_DATASET,
     log:
         "logs/match_race_labels.log",
     benchmark:
