@@ -1,32 +1,18 @@
 """FaceNet (InceptionResnetV1) embeddings of one shard of aligned crops, batched."""
 
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from fairfer.download import sha256_of
+from fairfer.embedding import crop_loader, embed_batches
 from fairfer.facenet import load_facenet, preprocessing_for
 from fairfer.schemas import embeddings_schema, write_parquet
 
 logger = logging.getLogger(__name__)
-
-
-def crops_to_tensor(crops: list[bytes]) -> torch.Tensor:
-    """Decode PNG crops into a float (N, 3, H, W) batch of 0..255 RGB values."""
-    arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in crops]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
-
-
-@torch.inference_mode()
-def embed_crops(model: torch.nn.Module, preprocess, crops: list[bytes]) -> np.ndarray:
-    return model(preprocess(crops_to_tensor(crops))).numpy().astype(np.float32)
 
 
 def embed_shard(
@@ -36,6 +22,7 @@ def embed_shard(
     weights: str,
     weights_path: Path | None,
     batch_size: int,
+    workers: int,
     seed: int,
 ) -> int:
     model, dimension = load_facenet(weights, state_dict_path=weights_path, seed=seed)
@@ -48,21 +35,16 @@ def embed_shard(
 
     def batches() -> Iterator[pa.Table]:
         nonlocal done
-        columns = ["image_id", "dataset", "split", "status", "crop"]
-        for batch in pq.ParquetFile(aligned).iter_batches(batch_size=batch_size, columns=columns):
-            rows = pa.Table.from_batches([batch])
-            rows = rows.filter(pa.compute.not_equal(rows["status"], "rejected"))
-            if rows.num_rows == 0:
-                continue
-            vectors = embed_crops(model, preprocess, rows["crop"].to_pylist())
-            done += rows.num_rows
+        loader = crop_loader(aligned, batch_size=batch_size, workers=workers)
+        for metadata, vectors in embed_batches(model, preprocess, loader):
+            done += len(vectors)
             logger.info("embedded %d crops", done)
             yield pa.Table.from_pydict(
                 {
-                    "image_id": rows["image_id"],
-                    "dataset": rows["dataset"],
-                    "split": rows["split"],
-                    "alignment_status": rows["status"],
+                    "image_id": metadata["image_id"],
+                    "dataset": metadata["dataset"],
+                    "split": metadata["split"],
+                    "alignment_status": metadata["status"],
                     "embedding": pa.FixedSizeListArray.from_arrays(
                         pa.array(vectors.reshape(-1)), dimension
                     ),
@@ -86,5 +68,6 @@ if __name__ == "__main__":
         weights=snakemake.params.weights,
         weights_path=Path(weights_input) if weights_input else None,
         batch_size=snakemake.params.batch_size,
+        workers=snakemake.params.loader_workers,
         seed=snakemake.params.seed,
     )

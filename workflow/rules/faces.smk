@@ -86,6 +86,7 @@ rule embed_faces:
     params:
         weights=config["embedding"]["weights"],
         batch_size=config["embedding"]["batch_size"],
+        loader_workers=config["embedding"]["loader_workers"],
         seed=config["seed"],
     log:
         "logs/embed_faces/{dataset}/shard-{shard}.log",
