@@ -7,24 +7,18 @@ from pathlib import Path
 import pandas as pd
 
 from fairfer.fairness import compare_strategies, write_table
+from fairfer.uncertainty import INTERVAL_METRICS
 
 logger = logging.getLogger(__name__)
 
 
 def headline_metrics(comparison: pd.DataFrame) -> dict:
     """Nested {strategy: {attribute: {metric: value}}} of the figures worth tracking."""
-    keep = [
-        "overall_accuracy",
-        "worst_group_accuracy",
-        "accuracy_gap",
-        "accuracy_ratio",
-        "dp_difference_max",
-        "eo_difference_max",
-    ]
     metrics: dict = {}
     for row in comparison.to_dict("records"):
         metrics.setdefault(row["strategy"], {})[row["attribute"]] = {
-            key: None if pd.isna(row[key]) else round(float(row[key]), 6) for key in keep
+            key: None if pd.isna(row[key]) else round(float(row[key]), 6)
+            for key in INTERVAL_METRICS
         }
     return metrics
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairfer.generic_manifest import sample_splits
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -54,16 +55,7 @@ def build_manifest(
     """
     frames = [read_labels(path, split=split) for split, path in label_paths.items()]
     manifest = pd.concat(frames, ignore_index=True)
-    if sample_per_split:
-        manifest = pd.concat(
-            [
-                group.sample(n=min(len(group), sample_per_split[split]), random_state=seed)
-                if split in sample_per_split
-                else group
-                for split, group in manifest.groupby("split", sort=False)
-            ],
-            ignore_index=True,
-        )
+    manifest = sample_splits(manifest, sample_per_split, seed=seed)
     present = manifest["file"].map(lambda name: (Path(image_root) / name).is_file())
     report = {"labelled_images_missing_from_archive": int((~present).sum())}
     if report["labelled_images_missing_from_archive"]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fairfer.generic_manifest import sample_splits
 from fairfer.schemas import EMOTIONS, FERPLUS_VOTE_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -162,16 +163,7 @@ def build_manifest(
         manifest = manifest[["image_name", "split", "source_path", *FERPLUS_VOTE_COLUMNS]]
     report["vote_source"] = vote_source
 
-    if sample_per_split:
-        manifest = pd.concat(
-            [
-                group.sample(n=min(len(group), sample_per_split[split]), random_state=seed)
-                if split in sample_per_split
-                else group
-                for split, group in manifest.groupby("split", sort=False)
-            ],
-            ignore_index=True,
-        )
+    manifest = sample_splits(manifest, sample_per_split, seed=seed)
 
     votes = manifest[list(FERPLUS_VOTE_COLUMNS)].to_numpy()
     labels = [majority_label(row) for row in votes]
