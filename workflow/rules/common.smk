@@ -28,23 +28,47 @@ def check_strategies():
         )
 
 
+# What each manually obtained dataset must look like, for the error a missing copy raises.
+EXPECTED_LAYOUTS = {
+    "ferplus": "FER2013Train/, FER2013Valid/, FER2013Test/ (PNGs + label.csv) and "
+    "fer2013new.csv, as written by Microsoft's FERPlus generate_training_data.py",
+    "rafdb": "RAF-DB's basic/ folder: EmoLabel/list_patition_label.txt, "
+    "Image/aligned/*_aligned.jpg and, if you have them, Annotation/manual/*_manu_attri.txt "
+    "(or the Kaggle layout: train_labels.csv, test_labels.csv, DATASET/{train,test}/<1..7>/); "
+    "RAF-DB is released on request by its authors",
+    "fairface": "the official FairFace zip (fairface-img-margin025-trainval.zip)",
+    "fairface_labels": "the official fairface_label_train.csv / fairface_label_val.csv",
+}
+
+
 def check_dataset_paths():
     """Fail before any job starts when a configured local dataset path does not exist."""
     fairface = config["datasets"]["fairface"]
-    emotion_key = f"datasets.{EMOTION_DATASET}.path"
     local = {
-        emotion_key: config["datasets"][EMOTION_DATASET]["path"],
-        "datasets.fairface.labels.train": fairface["labels"]["train"],
-        "datasets.fairface.labels.val": fairface["labels"]["val"],
+        f"datasets.{EMOTION_DATASET}.path": (
+            config["datasets"][EMOTION_DATASET]["path"],
+            EXPECTED_LAYOUTS[EMOTION_DATASET],
+        ),
+        "datasets.fairface.labels.train": (
+            fairface["labels"]["train"],
+            EXPECTED_LAYOUTS["fairface_labels"],
+        ),
+        "datasets.fairface.labels.val": (
+            fairface["labels"]["val"],
+            EXPECTED_LAYOUTS["fairface_labels"],
+        ),
     }
     if "://" not in fairface["archive"]["url"]:
-        local["datasets.fairface.archive.url"] = fairface["archive"]["url"]
-    for key, path in local.items():
+        local["datasets.fairface.archive.url"] = (
+            fairface["archive"]["url"],
+            EXPECTED_LAYOUTS["fairface"],
+        )
+    for key, (path, layout) in local.items():
         if not Path(path).exists():
             raise FileNotFoundError(
-                f"{path} (config key {key}) does not exist. Put the dataset there "
-                "(see README.md, 'Datasets') or set the key to your local copy, "
-                "e.g. with --config or an extra --configfile."
+                f"{path} (config key {key}) does not exist. Place there {layout}; or set "
+                "the key to your local copy with --config or an extra --configfile "
+                "(README.md, 'Datasets')."
             )
 
 
