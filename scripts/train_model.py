@@ -9,7 +9,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from fairfer.schemas import ATTRIBUTES, EMOTIONS, predictions_schema, write_parquet
+from fairfer.schemas import (
+    ATTRIBUTES,
+    EMOTIONS,
+    MANIFEST,
+    predictions_schema,
+    read_checked,
+    write_parquet,
+)
 from fairfer.training import (
     TrainingSettings,
     decode_grayscale,
@@ -73,8 +80,8 @@ def run(
     history_path: Path,
     predictions_path: Path,
 ) -> None:
-    manifest = pq.read_table(
-        manifest_path, columns=["image_id", "split", "emotion", "label_status", "image"]
+    manifest = read_checked(
+        manifest_path, MANIFEST, ["image_id", "split", "emotion", "label_status", "image"]
     ).to_pandas()
     group_labels = pq.read_table(
         group_labels_path, columns=["image_id", *GROUP_COLUMNS]

@@ -172,9 +172,6 @@ def predictions_schema(classes: Sequence[str] = EMOTIONS) -> pa.Schema:
     return pa.schema(fields, metadata={"classes": json.dumps(list(classes))})
 
 
-PREDICTIONS = predictions_schema()
-
-
 def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     """Build a table with exactly ``schema``'s columns; missing or mistyped columns fail here."""
     missing = [name for name in schema.names if name not in frame.columns]
