@@ -111,9 +111,10 @@ def shard_files(pattern, dataset):
 
 
 def all_outputs():
-    return [
+    return expand("results/fairness/{strategy}/intervals.md", strategy=STRATEGIES) + [
         "results/fairness/comparison.md",
         "results/metrics.json",
         "results/group_labels/classifier_report.json",
+        "results/group_labels/composition.png",
         "results/faces/alignment_report.csv",
     ]
