@@ -1,11 +1,10 @@
 """Read the extracted FairFace images and the official label CSVs into the manifest Parquet."""
 
-import json
 import logging
 from pathlib import Path
 
 from fairfer import fairface
-from fairfer.schemas import MANIFEST, write_parquet
+from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +21,7 @@ def ingest(
     manifest, report = fairface.build_manifest(
         image_root, label_paths, sample_per_split=sample, seed=seed
     )
-    manifest["image"] = [(image_root / rel).read_bytes() for rel in manifest["source_path"]]
-    write_parquet(manifest, manifest_path, MANIFEST)
-    report["rows"] = len(manifest)
-    report["rows_by_split"] = manifest["split"].value_counts().to_dict()
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    report = publish_manifest(manifest, image_root, manifest_path, report, report_path)
     logger.info("FairFace manifest: %s", report)
 
 

@@ -1,22 +1,12 @@
 """Read FER+ (PNG layout + fer2013new.csv) into the manifest Parquet, image bytes included."""
 
-import json
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from fairfer import ferplus
-from fairfer.schemas import MANIFEST, write_parquet
+from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)
-
-
-def attach_image_bytes(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
-    """Add each image's encoded bytes, read as stored (no re-encoding)."""
-    manifest = manifest.copy()
-    manifest["image"] = [(root / relative).read_bytes() for relative in manifest["source_path"]]
-    return manifest
 
 
 def ingest(
@@ -25,12 +15,7 @@ def ingest(
     manifest, report = ferplus.build_manifest(
         root, sample_per_split=sample, seed=seed, vote_source=vote_source
     )
-    manifest = attach_image_bytes(manifest, root)
-    write_parquet(manifest, manifest_path, MANIFEST)
-    report["rows"] = len(manifest)
-    report["rows_by_split"] = manifest["split"].value_counts().to_dict()
-    report["label_status"] = manifest["label_status"].value_counts().to_dict()
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    report = publish_manifest(manifest, root, manifest_path, report, report_path)
     logger.info("FER+ manifest: %s", report)
 
 

@@ -1,11 +1,10 @@
 """Read RAF-DB (official or Kaggle layout) into the manifest Parquet, with a valid split."""
 
-import json
 import logging
 from pathlib import Path
 
 from fairfer import rafdb
-from fairfer.schemas import MANIFEST, write_parquet
+from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -19,11 +18,7 @@ def ingest(root: Path, manifest_path: Path, report_path: Path, *, settings: dict
         seed=seed,
     )
     manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
-    manifest["image"] = [(root / relative).read_bytes() for relative in manifest["source_path"]]
-    write_parquet(manifest, manifest_path, MANIFEST)
-    report["rows_by_split"] = manifest["split"].value_counts().to_dict()
-    report["label_status"] = manifest["label_status"].value_counts().to_dict()
-    report_path.write_text(json.dumps(report, indent=2, default=int) + "\n")
+    report = publish_manifest(manifest, root, manifest_path, report, report_path)
     logger.info("RAF-DB manifest: %s", report)
 
 

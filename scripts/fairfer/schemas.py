@@ -226,3 +226,25 @@ def schema_metadata(path: str | os.PathLike[str]) -> Mapping[str, str]:
     """Decoded key/value metadata of a Parquet file's schema."""
     metadata = pq.read_schema(path).metadata or {}
     return {key.decode(): value.decode() for key, value in metadata.items()}
+
+
+def publish_manifest(
+    manifest: pd.DataFrame,
+    image_root: Path,
+    manifest_path: Path,
+    report: dict,
+    report_path: Path,
+) -> dict:
+    """Attach each image's bytes as stored, write the manifest and its JSON count report."""
+    manifest = manifest.assign(
+        image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
+    )
+    write_parquet(manifest, manifest_path, MANIFEST)
+    report = {
+        **report,
+        "rows": len(manifest),
+        "rows_by_split": manifest["split"].value_counts().to_dict(),
+        "label_status": manifest["label_status"].value_counts().to_dict(),
+    }
+    Path(report_path).write_text(json.dumps(report, indent=2, default=int) + "\n")
+    return report
