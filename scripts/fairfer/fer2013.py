@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fairfer.ferplus import USAGE_SPLITS, majority_label, read_official_labels
+from fairfer.ferplus import USAGE_SPLITS, label_by_votes, read_official_labels
 from fairfer.generic_manifest import MANIFEST_COLUMNS, sample_splits
-from fairfer.schemas import FERPLUS_VOTE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -132,19 +131,11 @@ def build_manifest(
 
     manifest = labels.rename_axis("row").reset_index()
     manifest = sample_splits(manifest, sample_per_split, seed=seed)
-    votes = manifest[list(FERPLUS_VOTE_COLUMNS)].to_numpy()
-    majority = [majority_label(row) for row in votes]
-    manifest["emotion"] = [emotion for emotion, _ in majority]
-    manifest["label_status"] = [status for _, status in majority]
-    manifest["emotion_votes"] = list(votes.astype(np.uint8))
-    manifest["image_id"] = manifest["image_name"].str.removesuffix(".png")
+    manifest = label_by_votes(manifest)
     manifest["source_path"] = [f"{PIXELS_FILE}#{row}" for row in manifest["row"]]
     manifest["image"] = [
         pixels_to_png(pixels.at[row, "pixels"], where=f"{pixels_path}, data row {row}")
         for row in manifest["row"]
     ]
-    manifest["dataset"] = "ferplus"
-    for column in ("race", "gender", "age", "subject_id"):
-        manifest[column] = None
     report["images"] = len(manifest)
     return manifest[[*MANIFEST_COLUMNS, "image"]], report

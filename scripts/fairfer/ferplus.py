@@ -165,6 +165,16 @@ def build_manifest(
 
     manifest = sample_splits(manifest, sample_per_split, seed=seed)
 
+    return label_by_votes(manifest).drop(columns=["image_name", *FERPLUS_VOTE_COLUMNS]), report
+
+
+def label_by_votes(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Add the manifest's label columns to rows holding ``image_name`` and the ten vote counts.
+
+    Majority label and its status, the votes as one list, the id (the PNG name without
+    extension), and FER+'s absent demographics. Shared by both FER+ input layouts.
+    """
+    manifest = manifest.copy()
     votes = manifest[list(FERPLUS_VOTE_COLUMNS)].to_numpy()
     labels = [majority_label(row) for row in votes]
     manifest["emotion"] = [emotion for emotion, _ in labels]
@@ -174,4 +184,4 @@ def build_manifest(
     manifest["dataset"] = "ferplus"
     for column in ("race", "gender", "age", "subject_id"):
         manifest[column] = None
-    return manifest.drop(columns=["image_name", *FERPLUS_VOTE_COLUMNS]), report
+    return manifest
