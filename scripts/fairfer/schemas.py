@@ -91,6 +91,8 @@ ALIGNED = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("reject_reason", pa.string()),
         pa.field("detection_probability", pa.float32()),
+        # 1: found by the main detector settings; 2: only by the retry pass; null otherwise.
+        pa.field("detection_pass", pa.uint8()),
         pa.field("box", pa.list_(pa.float32(), 4)),
         # Five (x, y) landmarks flattened: eyes, nose, mouth corners, in source-image pixels.
         pa.field("landmarks", pa.list_(pa.float32(), 10)),
