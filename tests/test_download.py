@@ -574,3 +574,65 @@ def test_extract_archive_refuses_tar_links_and_traversal(tmp_path: Path) -> None
     with pytest.raises(UnsafeArchiveError, match="outside the destination"):
         extract_archive(climbing, tmp_path / "out", plain_file_name="x")
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
+
+
+# --- download_dataset rule script ---------------------------------------------------------
+
+
+def _rafdb_kaggle_zip() -> bytes:
+    """RAF-DB in the layout of kaggle://shuvoalok/raf-db-dataset: label CSVs and DATASET/."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    entries = {"train": [("train_00001_aligned.jpg", 4), ("train_00002_aligned.jpg", 7)]}
+    entries["test"] = [("test_0001_aligned.jpg", 3)]
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for split, rows in entries.items():
+            zf.writestr(
+                f"{split}_labels.csv",
+                "image,label\n" + "".join(f"{name},{label}\n" for name, label in rows),
+            )
+            for name, label in rows:
+                image = io.BytesIO()
+                Image.new("RGB", (100, 100), (label * 30, 80, 80)).save(image, format="JPEG")
+                zf.writestr(f"DATASET/{split}/{label}/{name}", image.getvalue())
+    return buffer.getvalue()
+
+
+def test_download_dataset_fetches_unpacks_and_feeds_the_adapter(
+    kaggle: ServerState, tmp_path: Path
+) -> None:
+    from download_dataset import download
+    from ingest_rafdb import ingest
+
+    payload = _rafdb_kaggle_zip()
+    kaggle.files["/storage/raf.zip"] = payload
+    kaggle.kaggle_datasets["shuvoalok/raf-db-dataset"] = "/storage/raf.zip"
+    settings = {"layout": "auto", "image_variant": "aligned", "valid_fraction": 0.5}
+    root = download(
+        "rafdb",
+        "kaggle://shuvoalok/raf-db-dataset",
+        hashlib.sha256(payload).hexdigest(),
+        tmp_path / "resources/downloads/rafdb.archive",
+        tmp_path / "resources/datasets/rafdb",
+        archive_root="",
+        layout="RAF-DB's basic/ folder or the Kaggle layout",
+    )
+    report = ingest(
+        root, tmp_path / "rafdb.parquet", tmp_path / "r.json", settings=settings, seed=0
+    )
+    assert report["layout"] == "kaggle" and report["rows"] == 3
+
+    with pytest.raises(DownloadError) as info:
+        download(
+            "rafdb",
+            "kaggle://shuvoalok/raf-db-dataset",
+            None,
+            tmp_path / "again.archive",
+            tmp_path / "again",
+            archive_root="basic",
+            layout="RAF-DB's basic/ folder",
+        )
+    message = str(info.value)
+    assert "no folder 'basic'" in message and "datasets.rafdb.archive_root" in message
+    assert "'DATASET/'" in message and "'train_labels.csv'" in message

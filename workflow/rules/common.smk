@@ -64,10 +64,13 @@ OBTAIN = {
     "github.com/microsoft/FERPlus",
     "rafdb": "RAF-DB is released on request by its authors (whdeng.cn/raf); the Kaggle "
     "re-packaging kaggle://shuvoalok/raf-db-dataset also works as a source",
-    "generic": "your own data",
     "utkface": "susanqq.github.io/UTKFace (UTKFace.tar.gz), or Kaggle copies such as "
     "kaggle://jangedoo/utkface-new with archive_root UTKFace",
 }
+
+
+def obtain(dataset):
+    return f" Obtain it from: {OBTAIN[dataset]}." if dataset in OBTAIN else ""
 
 
 def layout_key(dataset):
@@ -132,8 +135,8 @@ def missing_dataset_error(dataset):
     what = f"{root} does not exist" if not root.is_dir() else "missing: " + "; ".join(missing)
     return (
         f"Dataset {dataset} (config key datasets.{dataset}.path, source: manual, so you place "
-        f"its files yourself): {what}. Place in {root} {EXPECTED_LAYOUTS[layout_key(dataset)]}. "
-        f"Obtain it from: {OBTAIN[dataset]}. Or set datasets.{dataset}.path to your copy, or "
+        f"its files yourself): {what}. Place in {root} {EXPECTED_LAYOUTS[layout_key(dataset)]}."
+        f"{obtain(dataset)} Or set datasets.{dataset}.path to your copy, or "
         f"datasets.{dataset}.source to an archive the pipeline fetches (local path, http(s):// "
         "or kaggle://owner/dataset; README.md, 'Datasets')."
     )
@@ -154,7 +157,7 @@ def check_dataset_paths():
                 + (f" (sha256 {sha256})" if sha256 else "")
                 + f" holding {EXPECTED_LAYOUTS[layout_key(dataset)]}"
                 + (f" under {settings['archive_root']}/" if settings["archive_root"] else "")
-                + f". Obtain it from: {OBTAIN[dataset]}."
+                + f".{obtain(dataset)}"
             )
     fairface = config["datasets"]["fairface"]
     for split, path in fairface["labels"].items():
