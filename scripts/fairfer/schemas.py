@@ -237,10 +237,15 @@ def publish_manifest(
     report: dict,
     report_path: Path,
 ) -> dict:
-    """Attach each image's bytes as stored, write the manifest and its JSON count report."""
-    manifest = manifest.assign(
-        image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
-    )
+    """Write the manifest with each image's bytes, and its JSON count report.
+
+    Bytes are read from ``image_root / source_path`` unless the adapter already encoded them
+    (an ``image`` column, as for ``fer2013.csv`` whose pixels are not files).
+    """
+    if "image" not in manifest:
+        manifest = manifest.assign(
+            image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
+        )
     write_parquet(manifest, manifest_path, MANIFEST)
     report = {
         **report,

@@ -4,6 +4,11 @@ rule match_race_labels:
         reference_manifest="results/manifests/fairface.parquet",
         target=shard_files(rules.embed_faces.output.embeddings, EMOTION_DATASET),
         target_manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+        # Labelled demographic datasets the classifiers are also evaluated on.
+        external=[shard_files(rules.embed_faces.output.embeddings, d) for d in EXTERNAL_REFERENCES],
+        external_manifests=expand(
+            "results/manifests/{dataset}.parquet", dataset=EXTERNAL_REFERENCES
+        ),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
         report="results/group_labels/classifier_report.json",
@@ -14,6 +19,7 @@ rule match_race_labels:
         matching=config["race_matching"],
         seed=config["seed"],
         dataset=EMOTION_DATASET,
+        external_references=EXTERNAL_REFERENCES,
     log:
         "logs/match_race_labels.log",
     benchmark:
