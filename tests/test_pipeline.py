@@ -5,6 +5,7 @@ the workflow, then checks properties of every stage's output, the dry-run after 
 the targeted rerun after a strategy parameter changes, and the errors for bad input.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -178,21 +179,53 @@ def test_predictions_and_fairness_tables(run):
         assert len(race_groups) >= 3
         assert race_groups["count"].sum() == labelled_test
         assert groups["accuracy"].between(0, 1).all()
+        assert groups["small_group"].any()  # a 150-image test set has small groups: flagged
+        per_class = read(run, f"results/fairness/{strategy}/group_class_metrics.parquet")
+        n_known_groups = groups[groups["known"]].groupby("attribute")["group"].nunique().sum()
+        assert len(per_class) == n_known_groups * 8  # every known group x the 8 FER+ classes
         disparities = read(run, f"results/fairness/{strategy}/class_disparities.parquet")
         assert len(disparities[disparities["attribute"] == "race"]) == 8
-        assert disparities["demographic_parity_difference"].dropna().between(0, 1).all()
+        assert disparities["dp_difference"].dropna().between(0, 1).all()
+        summary = read(run, f"results/fairness/{strategy}/summary.parquet")
         for suffix in (".csv", ".md"):
             assert (run / f"results/fairness/{strategy}/summary{suffix}").stat().st_size > 0
-        intervals = read(run, f"results/fairness/{strategy}/intervals.parquet")
-        for method in ("bootstrap", "multiple_imputation"):
-            bounds = intervals[[f"{method}_low", f"{method}_high"]].dropna()
-            assert len(bounds) > 0
-            assert (bounds[f"{method}_low"] <= bounds[f"{method}_high"]).all()
-    assert comparison["overall_accuracy"].between(0, 1).all()
+        for table in (groups, per_class, disparities, summary):
+            for method in ("ci", "mi"):
+                lows = [c for c in table.columns if c.endswith(f"_{method}_low")]
+                assert lows
+                for low in lows:
+                    bounds = table[[low, low.replace("_low", "_high")]].dropna()
+                    assert (bounds.iloc[:, 0] <= bounds.iloc[:, 1]).all(), low
+        assert summary["overall_accuracy_ci_low"].notna().all()
+        assert summary["accuracy_gap_mi_low"].notna().all()  # FER+ labels are inferred
+    assert comparison["estimate"].between(0, 1).all()
     assert set(comparison["attribute"]) == {"race", "gender", "age", "race x gender"}
-    assert (comparison["label_source"] == "inferred").all()
+    assert set(comparison["verdict"]) <= {"baseline", "better", "worse", "no clear change", None}
     baseline = comparison[comparison["strategy"] == "baseline"]
-    assert (baseline["overall_accuracy_delta"] == 0).all()
+    assert (baseline["delta"] == 0).all()
+    by_seed = read(run, "results/fairness/comparison_by_seed.parquet")
+    assert len(by_seed) == len(comparison)
+    metrics = json.loads((run / "results/metrics.json").read_text())
+    assert 0 <= metrics["reweighting"]["race"]["overall_accuracy"] <= 1
+    assert metrics["baseline"]["race"]["accuracy_gap_delta"] == 0
+
+
+def test_report_is_one_offline_page(run, tmp_path):
+    from browser import CHROMIUM, render
+
+    from fairfer.report import external_references
+
+    page = run / "results/report/fairness_report.html"
+    html = page.read_text()
+    assert external_references(html) == []
+    assert html.count("<img src='data:image/png;base64,") >= 12
+    for strategy in ("baseline", "reweighting", "augmentation"):
+        assert (run / f"results/report/gradcam/{strategy}.png").stat().st_size > 10_000
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    rendered = render(page, tmp_path)
+    assert rendered.decoded == rendered.images >= 12
+    assert [r for r in rendered.resources if not r.startswith("data:")] == []
 
 
 def test_complete_run_plans_nothing(run):
@@ -247,11 +280,13 @@ def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
         predictions = read(rafdb_run, f"results/predictions/{strategy}.parquet")
         assert len(predictions) == test_rows
         assert "contempt" not in set(predictions["y_pred"])
-    comparison = read(rafdb_run, "results/fairness/comparison.parquet")
-    assert (comparison["label_source"] == "ground_truth").all()
-    assert comparison["inferred_label_accuracy"].isna().all()
-    race = comparison[(comparison["attribute"] == "race") & (comparison["strategy"] == "baseline")]
-    assert race["n_groups"].item() == 3
+    summary = read(rafdb_run, "results/fairness/baseline/summary.parquet")
+    assert (summary["label_source"] == "ground_truth").all()
+    assert summary["inferred_label_accuracy"].isna().all()
+    # Ground-truth labels are never imputed: no label-noise interval.
+    assert summary["accuracy_gap_mi_low"].isna().all()
+    assert summary["accuracy_gap_ci_low"].notna().all()
+    assert summary.set_index("attribute").loc["race", "n_groups"] == 3
 
 
 def test_generic_dataset_with_utkface_as_external_reference(generic_run):

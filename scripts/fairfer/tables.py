@@ -28,6 +28,7 @@ from fairfer.fairness import (
     Sensitive,
     align_runs,
     as_columns,
+    confusion_counts,
     group_coding,
     label_note,
     label_sources,
@@ -256,6 +257,36 @@ def compare_runs(
         rest = [c for c in table.columns if c not in first]
         result[name] = table[first + rest]
     return result
+
+
+def confusion_by_group(
+    predictions: pd.DataFrame, *, sensitive: Sensitive, classes: Sequence[str]
+) -> pd.DataFrame:
+    """Confusion counts of every run and known group, as a long table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Run keys, ``attribute``, ``group``, ``true``, ``predicted``, ``count``: one row per
+        cell, zeros included.
+    """
+    runs, (groups,) = prepare(predictions, attributes=[sensitive], classes=classes)
+    counts = confusion_counts(
+        groups.codes[None],
+        runs.y_true[None],
+        runs.y_pred,
+        n_groups=groups.n_buckets,
+        n_classes=len(classes),
+    )[:, : groups.n_known]
+    index = pd.MultiIndex.from_product(
+        [range(len(runs.keys)), groups.names, classes, classes],
+        names=["_run", "group", "true", "predicted"],
+    ).to_frame(index=False)
+    table = runs.keys.iloc[index["_run"]].reset_index(drop=True)
+    table["attribute"] = groups.attribute
+    table[["group", "true", "predicted"]] = index[["group", "true", "predicted"]]
+    table["count"] = counts.reshape(-1)
+    return table
 
 
 def with_interval_text(table: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:

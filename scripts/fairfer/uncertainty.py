@@ -21,14 +21,18 @@ for all draws of a chunk at once: no per-replicate DataFrame work.
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from fairfer.fairness import Groups, Runs, confusion_counts, figures
+from fairfer.schemas import schema_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -245,3 +249,60 @@ def _concatenate(chunks: Sequence[Figures]) -> Figures:
         level: {name: np.concatenate([c[level][name] for c in chunks], axis=1) for name in metrics}
         for level, metrics in chunks[0].items()
     }
+
+
+def inferred_posteriors(
+    group_labels: pd.DataFrame, classes: Mapping[str, Sequence[str]]
+) -> dict[str, pd.DataFrame]:
+    """Posteriors of the images whose attribute was inferred, per attribute.
+
+    Parameters
+    ----------
+    group_labels : pandas.DataFrame
+        Group-label table: ``image_id`` and, per attribute, ``<attribute>_source`` and
+        ``<attribute>_probabilities`` (null where none).
+    classes : mapping of str to sequence of str
+        Each attribute's classifier classes, in the order of its probabilities.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Per attribute with inferred rows: index ``image_id``, one column per class.
+    """
+    posteriors = {}
+    for attribute, names in classes.items():
+        rows = group_labels[
+            (group_labels[f"{attribute}_source"] == "inferred")
+            & group_labels[f"{attribute}_probabilities"].notna()
+        ]
+        if len(rows):
+            posteriors[attribute] = pd.DataFrame(
+                np.vstack(rows[f"{attribute}_probabilities"].to_numpy()),
+                index=rows["image_id"].to_numpy(),
+                columns=list(names),
+            )
+    return posteriors
+
+
+def interval_inputs(
+    uncertainty: Mapping[str, object], group_labels_path: Path, attributes: Sequence[object]
+) -> tuple[int, dict[str, pd.DataFrame] | None]:
+    """Draws and posteriors for the configured interval method (config ``fairness.uncertainty``).
+
+    ``none`` gives 0 draws; ``bootstrap`` draws without posteriors; ``multiple_imputation``
+    also reads the posteriors of the inferred labels of the attributes' columns from the
+    group-label file.
+    """
+    method = uncertainty["method"]
+    draws = 0 if method == "none" else int(uncertainty["draws"])
+    if method != "multiple_imputation":
+        return draws, None
+    columns = sorted({c for a in attributes for c in ([a] if isinstance(a, str) else a)})
+    wanted = [f"{c}_{part}" for c in columns for part in ("source", "probabilities")]
+    labels = pq.read_table(group_labels_path, columns=["image_id", *wanted]).to_pandas()
+    metadata = schema_metadata(group_labels_path)
+    posteriors = inferred_posteriors(
+        labels, {c: json.loads(metadata[f"{c}_classes"]) for c in columns}
+    )
+    logger.info("imputing group labels of %s from their posteriors", sorted(posteriors))
+    return draws, posteriors

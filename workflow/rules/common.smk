@@ -18,13 +18,15 @@ DATASETS = [EMOTION_DATASET, "fairface", *EXTERNAL_REFERENCES]
 FOLDER_DATASETS = [EMOTION_DATASET, *EXTERNAL_REFERENCES]
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
 STRATEGIES = list(config["strategies"])
+# Every comparison is against this strategy (check_strategies makes sure it is configured).
+BASELINE = "baseline"
 SHARDS = list(range(config["alignment"]["shards"]))
 
 
 def check_strategies():
-    if "baseline" not in STRATEGIES:
+    if BASELINE not in STRATEGIES:
         raise ValueError(
-            "config key strategies must include 'baseline': every table compares against it"
+            f"config key strategies must include {BASELINE!r}: every table compares against it"
         )
     if config["embedding"]["weights"] == "random" and not config["embedding"][
         "allow_random_weights"
@@ -220,9 +222,10 @@ def shard_files(pattern, dataset):
 
 
 def all_outputs():
-    return expand("results/fairness/{strategy}/intervals.md", strategy=STRATEGIES) + [
+    return expand("results/fairness/{strategy}/summary.md", strategy=STRATEGIES) + [
         "results/fairness/comparison.md",
         "results/metrics.json",
+        "results/report/fairness_report.html",
         "results/group_labels/classifier_report.json",
         "results/group_labels/composition.png",
         "results/faces/alignment_report.csv",

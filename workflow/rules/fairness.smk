@@ -7,11 +7,13 @@ rule fairness_tables:
         group_metrics=multiext(
             "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
         ),
+        group_class_metrics=multiext(
+            "results/fairness/{strategy}/group_class_metrics", ".parquet", ".csv", ".md"
+        ),
         class_disparities=multiext(
             "results/fairness/{strategy}/class_disparities", ".parquet", ".csv", ".md"
         ),
         summary=multiext("results/fairness/{strategy}/summary", ".parquet", ".csv", ".md"),
-        intervals=multiext("results/fairness/{strategy}/intervals", ".parquet", ".csv", ".md"),
     params:
         attributes=config["fairness"]["attributes"],
         min_group_size=config["fairness"]["min_group_size"],
@@ -25,6 +27,7 @@ rule fairness_tables:
         strategy="|".join(STRATEGIES),
     resources:
         mem_mb=2000,
+        runtime=30,
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -33,14 +36,24 @@ rule fairness_tables:
 
 rule compare_strategies:
     input:
-        summaries=expand("results/fairness/{strategy}/summary.parquet", strategy=STRATEGIES),
+        predictions=expand(rules.train_model.output.predictions, strategy=STRATEGIES),
+        group_labels=rules.match_race_labels.output.labels,
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
+        by_seed=multiext("results/fairness/comparison_by_seed", ".parquet", ".csv", ".md"),
         metrics="results/metrics.json",
+    params:
+        attributes=config["fairness"]["attributes"],
+        uncertainty=config["fairness"]["uncertainty"],
+        seed=config["seed"],
+        baseline=BASELINE,
     log:
         "logs/compare_strategies.log",
     benchmark:
         "logs/benchmarks/compare_strategies.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=30,
     conda:
         "../../envs/fairfer.yaml"
     script:
