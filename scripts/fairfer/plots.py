@@ -59,10 +59,10 @@ def _strategy_colours(strategies: Sequence[str]) -> dict[str, str]:
     }
 
 
-def _save(figure: matplotlib.figure.Figure, path: Path) -> Path:
+def _save(figure: matplotlib.figure.Figure, path: Path, *, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -135,15 +135,15 @@ def plot_equalized_odds_heatmaps(
     attributes = list(dict.fromkeys(class_disparities["attribute"]))
     classes = list(dict.fromkeys(class_disparities["class"]))
     figure, axes = plt.subplots(
-        1,
         len(runs),
-        figsize=(0.75 * len(classes) * len(runs) + 2, 0.55 * len(attributes) + 1.8),
+        1,
+        figsize=(0.75 * len(classes) + 3, (0.45 * len(attributes) + 1.1) * len(runs) + 0.6),
         squeeze=False,
         layout="constrained",
     )
     colormap = plt.get_cmap("magma_r").with_extremes(bad="#d9d9d9")
     image = None
-    for axis, name in zip(axes[0], runs, strict=True):
+    for axis, name in zip(axes[:, 0], runs, strict=True):
         table = class_disparities[class_disparities[run] == name]
         grid = table.pivot(index="attribute", columns="class", values="eo_difference").reindex(
             index=attributes, columns=classes
@@ -162,12 +162,13 @@ def plot_equalized_odds_heatmaps(
                 fontsize=7,
                 color="white" if value > 0.55 else "black",
             )
-        axis.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
-        axis.set_yticks(
-            range(len(attributes)), attributes if axis is axes[0][0] else [""] * len(attributes)
+        last = axis is axes[-1, 0]
+        axis.set_xticks(
+            range(len(classes)), classes if last else [""] * len(classes), rotation=45, ha="right"
         )
-        axis.set_title(name)
-    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="equalized-odds difference")
+        axis.set_yticks(range(len(attributes)), attributes)
+        axis.set_title(name, fontsize=10)
+    figure.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, label="equalized-odds difference")
     figure.suptitle("One-vs-rest equalized-odds difference per class")
     return _save(figure, path)
 
@@ -266,6 +267,7 @@ def plot_gradcam_grid(
         columns,
         figsize=(1.25 * columns + 0.8, 1.45 * len(groups) + 0.6),
         squeeze=False,
+        gridspec_kw={"top": 1 - 0.9 / (1.45 * len(groups) + 0.6), "hspace": 0.35},
     )
     for axis in axes.ravel():
         axis.set_axis_off()
@@ -287,5 +289,6 @@ def plot_gradcam_grid(
         axes[0, j * per_cell].text(
             0.0, 1.35, label, transform=axes[0, j * per_cell].transAxes, fontsize=8, weight="bold"
         )
-    figure.suptitle(title, y=1.0)
-    return _save(figure, path)
+    figure.suptitle(title)
+    # Photographs compress poorly: a lower resolution keeps the HTML report a few MB.
+    return _save(figure, path, dpi=80)

@@ -41,7 +41,9 @@ table { border-collapse: collapse; margin: 0.6rem 0 1rem; font-size: 0.84rem; }
 th, td { border: 1px solid #d0d7de; padding: 0.25rem 0.5rem; text-align: right;
   vertical-align: top; }
 th { background: #f6f8fa; }
-td.text, th.text { text-align: left; }
+td { white-space: nowrap; }
+td.text, th.text { text-align: left; white-space: normal; }
+.scroll { overflow-x: auto; max-width: 100%; }
 tr.small td { background: #fff8c5; }
 tr.unknown td { color: #656d76; font-style: italic; }
 td.better { background: #dafbe1; }
@@ -212,7 +214,10 @@ def _table(
             cells_html.append(f"<td class='{css}'>{cell}</td>")
         tds = "".join(cells_html)
         body.append(f"<tr class='{row_classes[r] if row_classes else ''}'>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f"<div class='scroll'><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _figures(figures: Sequence[Figure]) -> str:

@@ -496,6 +496,9 @@ def _comparison_rows(
                 delta = (values[members] - values[partners]).mean(axis=0, keepdims=True)
                 (low,), (high,) = percentile_interval(mean, level)
                 (delta_low,), (delta_high,) = percentile_interval(delta, level)
+                if np.isnan(row["estimate"]) or np.isnan(row["delta"]):
+                    # An undefined figure gets no interval, even where draws define it.
+                    low = high = delta_low = delta_high = np.nan
             row[f"estimate_{suffix}_low"], row[f"estimate_{suffix}_high"] = low, high
             row[f"delta_{suffix}_low"], row[f"delta_{suffix}_high"] = delta_low, delta_high
         rows.append(row)
