@@ -7,7 +7,7 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 
 from fairfer.fairness import confusion_counts, figures
-from fairfer.tables import compare_runs, fairness_tables, prepare
+from fairfer.tables import aggregate_over_seeds, compare_runs, fairness_tables, prepare
 from fairfer.uncertainty import percentile_interval, resampled_rows, sample_labels
 
 CLASSES = ["neutral", "happiness"]
@@ -200,3 +200,16 @@ def test_comparison_needs_a_baseline_per_seed():
     frame = pd.concat([predictions().assign(seed=0), predictions(strategy="fixed").assign(seed=1)])
     with pytest.raises(ValueError, match="no 'baseline' run with the same"):
         compare_runs(frame, attributes=["race"], classes=CLASSES, draws=5)
+
+
+def test_group_figures_aggregate_over_seeds():
+    frame = pd.concat([predictions(seed=s).assign(seed=s) for s in (0, 1, 2)], ignore_index=True)
+    groups = fairness_tables(frame, attributes=["race"], classes=CLASSES, draws=0)["group_metrics"]
+    aggregated = aggregate_over_seeds(groups, figures=["accuracy"]).set_index("group")
+    per_seed = groups[groups["group"] == "B"]["accuracy"]
+    assert aggregated.loc["B", "n_seeds"] == 3
+    assert aggregated.loc["B", "accuracy_mean"] == pytest.approx(per_seed.mean())
+    assert aggregated.loc["B", "accuracy_sd"] == pytest.approx(per_seed.std(ddof=1))
+    assert aggregated.loc["B", "accuracy_max"] == per_seed.max()
+    with pytest.raises(ValueError, match="no seed column"):
+        aggregate_over_seeds(groups.drop(columns="seed"), figures=["accuracy"])

@@ -21,6 +21,7 @@ from fairfer.fairness import (
     GROUP_CLASS_METRICS,
     GROUP_METRICS,
     HIGHER_IS_BETTER,
+    RUN_KEYS,
     SUMMARY_METRICS,
     UNKNOWN_GROUP,
     Groups,
@@ -257,6 +258,35 @@ def compare_runs(
         rest = [c for c in table.columns if c not in first]
         result[name] = table[first + rest]
     return result
+
+
+def aggregate_over_seeds(table: pd.DataFrame, *, figures: Sequence[str]) -> pd.DataFrame:
+    """Mean and spread over seeds of per-run figures (e.g. a ``group_metrics`` table).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Table of :func:`fairness_tables` over runs with a ``seed`` key.
+    figures : sequence of str
+        Figure columns to aggregate, e.g. ``["accuracy", "macro_f1"]``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, strategy, attribute (and group and class where the table has
+        them) with ``n_seeds`` and, per figure, ``<figure>_mean``, ``<figure>_sd`` (sample
+        standard deviation; NaN with one seed), ``<figure>_min`` and ``<figure>_max``.
+    """
+    if "seed" not in table.columns:
+        raise ValueError("table has no seed column: there is nothing to aggregate over")
+    keys = [c for c in (*RUN_KEYS, "attribute", "group", "class") if c in table and c != "seed"]
+    grouped = table.groupby(keys, sort=False, dropna=False)
+    result = grouped["seed"].nunique().rename("n_seeds").to_frame()
+    for figure in figures:
+        stats = grouped[figure].agg(["mean", "std", "min", "max"])
+        stats.columns = [f"{figure}_{s}" for s in ("mean", "sd", "min", "max")]
+        result = result.join(stats)
+    return result.reset_index()
 
 
 def confusion_by_group(
