@@ -11,7 +11,7 @@ from fairfer.fairness import RUN_KEYS, write_table
 from fairfer.report import HEADLINE_METRICS
 from fairfer.schemas import schema_metadata
 from fairfer.tables import compare_runs, with_interval_text
-from fairfer.uncertainty import interval_inputs
+from fairfer.uncertainty import interval_inputs, label_accuracies
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def headline_metrics(comparison: pd.DataFrame) -> dict:
 def compare(
     prediction_paths: list[Path],
     group_labels_path: Path,
+    classifier_report: dict,
     *,
     attributes: list,
     uncertainty: dict,
@@ -67,6 +68,7 @@ def compare(
         seed=seed,
         posteriors=posteriors,
         baseline=baseline,
+        label_accuracy=label_accuracies(classifier_report),
     )
 
 
@@ -77,6 +79,7 @@ if __name__ == "__main__":
     result = compare(
         [Path(p) for p in snakemake.input.predictions],
         Path(snakemake.input.group_labels),
+        json.loads(Path(snakemake.input.classifier_report).read_text()),
         attributes=snakemake.params.attributes,
         uncertainty=snakemake.params.uncertainty,
         seed=snakemake.params.seed,

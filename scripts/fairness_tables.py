@@ -10,17 +10,9 @@ import pyarrow.parquet as pq
 from fairfer.fairness import write_table
 from fairfer.schemas import schema_metadata
 from fairfer.tables import fairness_tables, with_interval_text
-from fairfer.uncertainty import interval_inputs
+from fairfer.uncertainty import interval_inputs, label_accuracies
 
 logger = logging.getLogger(__name__)
-
-
-def label_accuracies(classifier_report: dict) -> dict[str, float]:
-    """Accuracy of each attribute classifier on its held-out validation set."""
-    return {
-        attribute: float(result["accuracy"])
-        for attribute, result in classifier_report.get("attributes", {}).items()
-    }
 
 
 def tables(

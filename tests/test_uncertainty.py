@@ -150,6 +150,8 @@ def test_paired_difference_of_identical_models_is_exactly_zero():
     assert (copy["delta"] == 0).all()
     assert (copy["delta_ci_low"] == 0).all() and (copy["delta_ci_high"] == 0).all()
     assert set(copy["verdict"]) == {"no clear change"}
+    assert set(result["label_source"]) == {"inferred"}
+    assert set(result["label_note"]) == {"race: inferred"}
     assert set(result.loc[result["strategy"] == "baseline", "verdict"]) == {"baseline"}
 
 

@@ -160,6 +160,7 @@ def compare_runs(
     posteriors: Mapping[str, pd.DataFrame] | None = None,
     baseline: str = "baseline",
     metrics: Sequence[str] = SUMMARY_METRICS,
+    label_accuracy: Mapping[str, float] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every strategy against the baseline on the same test images: paired bootstrap.
 
@@ -179,6 +180,8 @@ def compare_runs(
         Strategy every other one is compared with, within the same model and seed.
     metrics : sequence of str
         Summary figures to compare.
+    label_accuracy : mapping of str to float, optional
+        Measured accuracy of each inferred attribute's labels, for ``label_note``.
 
     Returns
     -------
@@ -191,7 +194,8 @@ def compare_runs(
         rows). ``over_seeds``: the same per model, strategy, attribute and metric with the
         mean over seeds (``estimate``, ``baseline``, ``delta``), their standard deviations
         over seeds (``estimate_sd``, ``delta_sd``), ``n_seeds``, and intervals from the
-        paired bootstrap of the seed-mean difference. With one seed the two agree.
+        paired bootstrap of the seed-mean difference. With one seed the two agree. Both
+        carry ``label_source`` and ``label_note`` per attribute.
 
     Raises
     ------
@@ -231,7 +235,12 @@ def compare_runs(
         for metric in metrics:
             estimate = point[metric]
             reps = {method: values[metric] for method, values in draws_by_method.items()}
-            common = {"attribute": groups.attribute, "metric": metric}
+            common = {
+                "attribute": groups.attribute,
+                "metric": metric,
+                "label_source": label_sources(runs.images, groups.columns),
+                "label_note": label_note(runs.images, groups.columns, label_accuracy or {}),
+            }
             by_seed.append(
                 _comparison_rows(
                     keys, [[r] for r in range(len(keys))], estimate, reps, partner, level

@@ -306,3 +306,13 @@ def interval_inputs(
     )
     logger.info("imputing group labels of %s from their posteriors", sorted(posteriors))
     return draws, posteriors
+
+
+def label_accuracies(classifier_report: Mapping[str, object]) -> dict[str, float]:
+    """Accuracy of each attribute classifier on its held-out validation set.
+
+    ``classifier_report`` is the JSON report of ``match_race_labels``
+    (``{"attributes": {attribute: {"accuracy": ...}}}``).
+    """
+    attributes = classifier_report.get("attributes", {})
+    return {attribute: float(result["accuracy"]) for attribute, result in attributes.items()}

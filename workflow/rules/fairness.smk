@@ -38,6 +38,7 @@ rule compare_strategies:
     input:
         predictions=expand(rules.train_model.output.predictions, strategy=STRATEGIES),
         group_labels=rules.match_race_labels.output.labels,
+        classifier_report=rules.match_race_labels.output.report,
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
         by_seed=multiext("results/fairness/comparison_by_seed", ".parquet", ".csv", ".md"),
