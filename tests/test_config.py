@@ -39,6 +39,10 @@ def test_ci_config_is_valid_over_the_default():
         ({"strategies": {"unknown_strategy": {}}}, "unknown_strategy"),
         ({"training": {"batch_size": "large"}}, "batch_size"),
         ({"datasets": {"fairface": {"archive": {"sha256": "abc"}}}}, "sha256"),
+        ({"race_matching": {"embedder": "tuned"}}, "embedder"),
+        ({"finetune": {"trainable_blocks": 25}}, "trainable_blocks"),
+        ({"finetune": {"holdout_fraction": 0.0}}, "holdout_fraction"),
+        ({"finetune": {"device": "tpu"}}, "device"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key):
