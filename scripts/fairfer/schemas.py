@@ -101,8 +101,14 @@ ALIGNED = pa.schema(
 )
 
 
-def embeddings_schema(dimension: int, *, weights: str, weights_sha256: str) -> pa.Schema:
-    """Schema of an embeddings file; the weights used are recorded in its metadata."""
+def embeddings_schema(
+    dimension: int, *, weights: str, weights_sha256: str, embedder: str = "frozen"
+) -> pa.Schema:
+    """Schema of an embeddings file; the network used is recorded in its metadata.
+
+    ``embedder`` is ``frozen`` (the pretrained ``weights``) or ``finetuned`` (fine-tuned from
+    them; ``weights_sha256`` is then the fine-tuned checkpoint's).
+    """
     return pa.schema(
         [
             pa.field("image_id", pa.string(), nullable=False),
@@ -115,8 +121,19 @@ def embeddings_schema(dimension: int, *, weights: str, weights_sha256: str) -> p
             "weights": weights,
             "weights_sha256": weights_sha256,
             "random_weights": json.dumps(weights == "random"),
+            "embedder": embedder,
         },
     )
+
+
+#: Which FairFace train images fine-tuned FaceNet (``fit``) and which were held out for its
+#: model selection (``selection``); classifiers on fine-tuned embeddings are fitted on the latter.
+FINETUNE_ROLES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+    ]
+)
 
 
 def group_labels_schema() -> pa.Schema:

@@ -1,0 +1,55 @@
+# Optional: FaceNet fine-tuned on FairFace train, used when race_matching.embedder is finetuned.
+
+
+rule finetune_facenet:
+    input:
+        aligned=shard_files(rules.align_faces.output.aligned, "fairface"),
+        manifest="results/manifests/fairface.parquet",
+        weights=facenet_state_dict(),
+    output:
+        checkpoint="results/finetune/facenet_multitask.pt",
+        history="results/finetune/history.csv",
+        roles="results/finetune/roles.parquet",
+        report="results/finetune/report.json",
+    params:
+        finetune=config["finetune"],
+        weights=config["embedding"]["weights"],
+        seed=config["seed"],
+    log:
+        "logs/finetune_facenet.log",
+    benchmark:
+        "logs/benchmarks/finetune_facenet.tsv"
+    threads: config["finetune"]["threads"]
+    resources:
+        mem_mb=finetune_mem_mb,
+        runtime=600,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/finetune_facenet.py"
+
+
+rule embed_faces_finetuned:
+    input:
+        aligned=rules.align_faces.output.aligned,
+        checkpoint=rules.finetune_facenet.output.checkpoint,
+    output:
+        embeddings="results/embeddings_finetuned/{dataset}/shard-{shard}.parquet",
+    params:
+        batch_size=config["embedding"]["batch_size"],
+        loader_workers=config["embedding"]["loader_workers"],
+    log:
+        "logs/embed_faces_finetuned/{dataset}/shard-{shard}.log",
+    benchmark:
+        "logs/benchmarks/embed_faces_finetuned/{dataset}/shard-{shard}.tsv"
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+        shard=r"\d+",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/embed_faces_finetuned.py"
