@@ -3,6 +3,7 @@ rule fairness_tables:
         predictions=rules.train_model.output.predictions,
         classifier_report=rules.match_race_labels.output.report,
         group_labels=rules.match_race_labels.output.labels,
+        modules=package_modules("fairness_tables"),
     output:
         group_metrics=multiext(
             "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
@@ -23,8 +24,10 @@ rule fairness_tables:
         "logs/benchmarks/fairness_tables/{strategy}.tsv"
     wildcard_constraints:
         strategy="|".join(STRATEGIES),
+    threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(20),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -34,6 +37,7 @@ rule fairness_tables:
 rule compare_strategies:
     input:
         summaries=expand("results/fairness/{strategy}/summary.parquet", strategy=STRATEGIES),
+        modules=package_modules("compare_strategies"),
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
         metrics="results/metrics.json",
@@ -41,6 +45,10 @@ rule compare_strategies:
         "logs/compare_strategies.log",
     benchmark:
         "logs/benchmarks/compare_strategies.tsv"
+    threads: 1
+    resources:
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(10),
     conda:
         "../../envs/fairfer.yaml"
     script:

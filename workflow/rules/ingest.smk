@@ -1,7 +1,11 @@
+# The archive and its extracted images are temp(): ingest_fairface copies the images into the
+# manifest, and a checkout whose manifest came from `dvc pull` must not plan a re-download.
 rule download_fairface:
+    input:
+        modules=package_modules("download_fairface"),
     output:
-        archive="resources/downloads/fairface.zip",
-        images=directory("resources/fairface/images"),
+        archive=temp("resources/downloads/fairface.zip"),
+        images=temp(directory("resources/fairface/images")),
     params:
         url=config["datasets"]["fairface"]["archive"]["url"],
         sha256=config["datasets"]["fairface"]["archive"]["sha256"],
@@ -10,6 +14,10 @@ rule download_fairface:
     benchmark:
         "logs/benchmarks/download_fairface.tsv"
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -20,6 +28,7 @@ rule ingest_fairface:
     input:
         images=rules.download_fairface.output.images,
         labels=config["datasets"]["fairface"]["labels"].values(),
+        modules=package_modules("ingest_fairface"),
     output:
         manifest="results/manifests/fairface.parquet",
         report="results/manifests/fairface_report.json",
@@ -31,9 +40,10 @@ rule ingest_fairface:
         "logs/ingest_fairface.log",
     benchmark:
         "logs/benchmarks/ingest_fairface.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -43,6 +53,7 @@ rule ingest_fairface:
 rule ingest_ferplus:
     input:
         root=config["datasets"]["ferplus"]["path"],
+        modules=package_modules("ingest_ferplus"),
     output:
         manifest="results/manifests/ferplus.parquet",
         report="results/manifests/ferplus_report.json",
@@ -54,9 +65,10 @@ rule ingest_ferplus:
         "logs/ingest_ferplus.log",
     benchmark:
         "logs/benchmarks/ingest_ferplus.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -66,6 +78,7 @@ rule ingest_ferplus:
 rule ingest_rafdb:
     input:
         root=config["datasets"]["rafdb"]["path"],
+        modules=package_modules("ingest_rafdb"),
     output:
         manifest="results/manifests/rafdb.parquet",
         report="results/manifests/rafdb_report.json",
@@ -76,9 +89,10 @@ rule ingest_rafdb:
         "logs/ingest_rafdb.log",
     benchmark:
         "logs/benchmarks/ingest_rafdb.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:

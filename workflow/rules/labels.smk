@@ -1,9 +1,10 @@
 rule match_race_labels:
     input:
-        reference=shard_files(rules.embed_faces.output.embeddings, "fairface"),
+        reference=shard_files(EMBEDDED_SHARD, "fairface"),
         reference_manifest="results/manifests/fairface.parquet",
-        target=shard_files(rules.embed_faces.output.embeddings, EMOTION_DATASET),
+        target=shard_files(EMBEDDED_SHARD, EMOTION_DATASET),
         target_manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+        modules=package_modules("match_race_labels"),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
         report="results/group_labels/classifier_report.json",
@@ -20,8 +21,8 @@ rule match_race_labels:
         "logs/benchmarks/match_race_labels.tsv"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=60,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:
