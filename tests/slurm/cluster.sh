@@ -87,7 +87,7 @@ SchedulerParameters=sched_interval=2
 # Without a default, a job that asks no memory would take the whole node.
 DefMemPerCPU=500
 # No accounting: squeue reports a finished job only this long (seconds).
-MinJobAge=600
+MinJobAge=3600
 # One stand-in GPU (/dev/null as its device file) so jobs asking --gpus are scheduled as on
 # a GPU node; they run on the CPU.
 GresTypes=gpu

