@@ -147,7 +147,7 @@ def test_exp_run_with_a_training_parameter_reruns_only_training_and_tables(clone
     augmented = modification_times(clone, "results/augmented")
     models = modification_times(clone, "results/models")
 
-    output = run(clone, "dvc", "exp", "run", "-S", "training.epochs=1")
+    output = run(clone, "dvc", "exp", "run", "-S", "config/config.yaml:training.epochs=1")
 
     for skipped in ("embeddings", "race_labels"):
         assert f"Stage '{skipped}' didn't change, skipping" in output

@@ -7,8 +7,10 @@
 #   tests/slurm/cluster.sh down RUN_DIR   stop the daemons started by `up`, by their pid files
 #
 # Everything the cluster writes (config, munge key and socket, state, logs, pid files) lives in
-# RUN_DIR, and it listens on free ports, so it leaves /etc alone and does not collide with a
-# system SLURM. Point the SLURM commands at it with SLURM_CONF=RUN_DIR/slurm.conf.
+# RUN_DIR, and it listens on free ports. Its only trace outside RUN_DIR, for as long as it runs,
+# is /etc/slurm/slurm.conf, a link to RUN_DIR/slurm.conf: Snakemake's job steps clear SLURM_*
+# variables, SLURM_CONF included, before calling srun, so srun must find the default path.
+# A machine with its own /etc/slurm/slurm.conf is left alone and the cluster does not start.
 # It has no accounting daemon: sacct does not work, so status queries use squeue
 # (snakemake --slurm-status-command squeue) and finished jobs stay visible for MinJobAge.
 set -euo pipefail
@@ -16,6 +18,8 @@ set -euo pipefail
 action=${1:?usage: cluster.sh up|down RUN_DIR}
 run=$(realpath -m "${2:?usage: cluster.sh up|down RUN_DIR}")
 node=$(hostname -s)
+
+system_conf=/etc/slurm/slurm.conf
 
 stop_daemons() {
   # Reverse start order; each by the pid it wrote, never by name.
@@ -29,6 +33,7 @@ stop_daemons() {
     fi
     rm -f "$pidfile"
   done
+  if [ "$(readlink "$system_conf")" = "$run/slurm.conf" ]; then rm -f "$system_conf"; fi
 }
 
 free_port() {
@@ -48,6 +53,15 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   apt-get install -y -qq --no-install-recommends munge slurmctld slurmd slurm-client >/dev/null
 fi
 getent hosts "$node" >/dev/null || echo "127.0.0.1 $node" >>/etc/hosts
+if [ -e "$system_conf" ] || [ -L "$system_conf" ]; then
+  target=$(readlink "$system_conf" || true)
+  if [ -n "$target" ] && [[ $target == */fairfer-slurm-*/slurm.conf ]] && [ ! -e "$target" ]; then
+    rm -f "$system_conf" # left behind by a test cluster that was killed
+  else
+    echo "$system_conf exists (${target:-a SLURM installation}); not starting a test cluster" >&2
+    exit 1
+  fi
+fi
 
 mkdir -p "$run"/{state,spool,munge}
 chmod 755 "$run"
@@ -98,6 +112,8 @@ PartitionName=gpu Nodes=$node MaxTime=INFINITE State=UP
 CONF
 echo "NodeName=$node Name=gpu File=/dev/null" >"$run/gres.conf"
 export SLURM_CONF="$run/slurm.conf"
+mkdir -p "$(dirname "$system_conf")"
+ln -s "$run/slurm.conf" "$system_conf"
 
 trap 'stop_daemons' ERR
 runuser -u munge -- munged --socket="$run/munge/munge.socket" \
