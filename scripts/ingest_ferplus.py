@@ -10,12 +10,21 @@ logger = logging.getLogger(__name__)
 
 
 def ingest(
-    root: Path, manifest_path: Path, report_path: Path, *, sample, seed: int, vote_source: str
+    root: Path,
+    manifest_path: Path,
+    report_path: Path,
+    rejects_path: Path,
+    *,
+    sample,
+    seed: int,
+    vote_source: str,
 ) -> None:
     manifest, report = ferplus.build_manifest(
         root, sample_per_split=sample, seed=seed, vote_source=vote_source
     )
-    report = publish_manifest(manifest, root, manifest_path, report, report_path)
+    report = publish_manifest(
+        manifest, root, manifest_path, report, report_path, rejects_path=rejects_path
+    )
     logger.info("FER+ manifest: %s", report)
 
 
@@ -27,6 +36,7 @@ if __name__ == "__main__":
         Path(snakemake.input.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         sample=snakemake.params.sample,
         seed=snakemake.params.seed,
         vote_source=snakemake.params.vote_source,

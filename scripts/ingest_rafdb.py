@@ -9,7 +9,15 @@ from fairfer.schemas import publish_manifest
 logger = logging.getLogger(__name__)
 
 
-def ingest(root: Path, manifest_path: Path, report_path: Path, *, settings: dict, seed: int):
+def ingest(
+    root: Path,
+    manifest_path: Path,
+    report_path: Path,
+    rejects_path: Path,
+    *,
+    settings: dict,
+    seed: int,
+):
     manifest, report = rafdb.build_manifest(
         root,
         layout=settings["layout"],
@@ -18,7 +26,9 @@ def ingest(root: Path, manifest_path: Path, report_path: Path, *, settings: dict
         seed=seed,
     )
     manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
-    report = publish_manifest(manifest, root, manifest_path, report, report_path)
+    report = publish_manifest(
+        manifest, root, manifest_path, report, report_path, rejects_path=rejects_path
+    )
     logger.info("RAF-DB manifest: %s", report)
 
 
@@ -30,6 +40,7 @@ if __name__ == "__main__":
         Path(snakemake.input.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         settings=snakemake.params.rafdb,
         seed=snakemake.params.seed,
     )

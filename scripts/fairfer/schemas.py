@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fairfer.images import UnusableImageError, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,19 @@ MANIFEST = pa.schema(
         pa.field("image", pa.binary(), nullable=False),
     ],
     metadata={"emotion_votes_order": json.dumps(FERPLUS_VOTE_COLUMNS)},
+)
+
+#: Rows an ingest rule could not put in its manifest, and why.
+INGEST_REJECTS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        # duplicate_image_id, missing_file, unreadable_file, undecodable_image, image_too_large.
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+    ]
 )
 
 ALIGNED = pa.schema(
@@ -236,17 +252,84 @@ def publish_manifest(
     manifest_path: Path,
     report: dict,
     report_path: Path,
+    *,
+    rejects_path: Path,
+    batch_rows: int = 1024,
 ) -> dict:
-    """Attach each image's bytes as stored, write the manifest and its JSON count report."""
-    manifest = manifest.assign(
-        image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
-    )
-    write_parquet(manifest, manifest_path, MANIFEST)
+    """Attach each image's bytes as stored and write the manifest, its rejects and a report.
+
+    Rows are streamed in batches of ``batch_rows``, so memory does not grow with the dataset.
+    A row whose ``image_id`` repeats an earlier row's, whose file is missing or unreadable, or
+    whose bytes do not decode to an image within Pillow's size limit goes to ``rejects_path``
+    (schema :data:`INGEST_REJECTS`) with its reason instead of the manifest; every other rule
+    can therefore rely on unique ids and decodable images. The JSON report reconciles:
+    ``rows_in = rows + sum(rejected.values())``.
+    """
+    duplicate = manifest["image_id"].duplicated(keep="first").to_numpy()
+    first_path = manifest.drop_duplicates("image_id").set_index("image_id")["source_path"]
+    rejects: list[dict] = []
+    kept = {"split": Counter(), "label_status": Counter()}
+
+    def batches() -> Iterator[pa.Table]:
+        for start in range(0, len(manifest), batch_rows):
+            chunk = manifest.iloc[start : start + batch_rows]
+            keep, images = [], []
+            for position, row in enumerate(chunk.itertuples(index=False)):
+                if duplicate[start + position]:
+                    reason = ("duplicate_image_id", f"also {first_path[row.image_id]}")
+                else:
+                    data, reason = read_image_file(Path(image_root) / row.source_path)
+                if reason is None:
+                    keep.append(position)
+                    images.append(data)
+                    kept["split"][row.split] += 1
+                    kept["label_status"][row.label_status] += 1
+                    continue
+                rejects.append(
+                    {
+                        "image_id": row.image_id,
+                        "dataset": row.dataset,
+                        "split": row.split,
+                        "source_path": row.source_path,
+                        "reason": reason[0],
+                        "detail": reason[1],
+                    }
+                )
+            yield table_from_frame(chunk.iloc[keep].assign(image=images), MANIFEST)
+
+    write_parquet(batches(), manifest_path, MANIFEST)
+    rejected = pd.DataFrame(rejects, columns=INGEST_REJECTS.names)
+    write_parquet(rejected, rejects_path, INGEST_REJECTS)
     report = {
         **report,
-        "rows": len(manifest),
-        "rows_by_split": manifest["split"].value_counts().to_dict(),
-        "label_status": manifest["label_status"].value_counts().to_dict(),
+        "rows_in": len(manifest),
+        "rows": len(manifest) - len(rejected),
+        "rejected": rejected["reason"].value_counts().sort_index().to_dict(),
+        "rows_by_split": dict(sorted(kept["split"].items())),
+        "label_status": dict(sorted(kept["label_status"].items())),
     }
+    if len(rejected):
+        logger.warning(
+            "%d of %d rows rejected at ingest (%s), e.g. %s",
+            len(rejected),
+            len(manifest),
+            report["rejected"],
+            rejects[0],
+        )
     Path(report_path).write_text(json.dumps(report, indent=2, default=int) + "\n")
     return report
+
+
+def read_image_file(path: Path) -> tuple[bytes | None, tuple[str, str] | None]:
+    """A file's bytes if they decode to a usable image, else None and (reason, detail)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, ("missing_file", str(path))
+    except OSError as error:
+        return None, ("unreadable_file", f"{path}: {error.strerror or error}")
+    try:
+        decode_image(data)
+    except UnusableImageError as error:
+        return None, (error.reason, error.detail)
+    return data, None

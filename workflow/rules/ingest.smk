@@ -23,6 +23,7 @@ rule ingest_fairface:
     output:
         manifest="results/manifests/fairface.parquet",
         report="results/manifests/fairface_report.json",
+        rejects="results/manifests/fairface_rejects.parquet",
     params:
         labels=config["datasets"]["fairface"]["labels"],
         sample=config["datasets"]["fairface"]["sample"],
@@ -46,6 +47,7 @@ rule ingest_ferplus:
     output:
         manifest="results/manifests/ferplus.parquet",
         report="results/manifests/ferplus_report.json",
+        rejects="results/manifests/ferplus_rejects.parquet",
     params:
         sample=config["datasets"]["ferplus"]["sample"],
         vote_source=config["datasets"]["ferplus"]["vote_source"],
@@ -69,6 +71,7 @@ rule ingest_rafdb:
     output:
         manifest="results/manifests/rafdb.parquet",
         report="results/manifests/rafdb_report.json",
+        rejects="results/manifests/rafdb_rejects.parquet",
     params:
         rafdb=config["datasets"]["rafdb"],
         seed=config["seed"],
