@@ -104,6 +104,22 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     )
 
 
+def survivors(workdir: Path, grace: float = 30.0) -> list[list[str]]:
+    """Live processes working in ``workdir`` after ``grace`` seconds (zombies are dead)."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = [
+            p.info["cmdline"]
+            for p in psutil.process_iter(["cmdline", "cwd", "status"])
+            if p.info["status"] != psutil.STATUS_ZOMBIE
+            and p.info["cwd"]
+            and Path(p.info["cwd"]).is_relative_to(workdir)
+        ]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
 def kill_when_running(
     workdir: Path, process: subprocess.Popen, job_logs: list[Path], sig: int
 ) -> Path:
@@ -119,12 +135,7 @@ def kill_when_running(
             time.sleep(1.0)
             os.killpg(process.pid, sig)
             process.wait(timeout=300)
-            leftovers = [
-                p.info["cmdline"]
-                for p in psutil.process_iter(["cmdline", "cwd"])
-                if p.info["cwd"] and Path(p.info["cwd"]).is_relative_to(workdir)
-            ]
-            assert leftovers == [], f"processes survived the kill: {leftovers}"
+            assert survivors(workdir) == [], "processes of the killed run survived"
             return started[0]
         assert process.poll() is None, f"the run ended (rc {process.returncode}) before {job_logs}"
         time.sleep(0.2)
