@@ -225,3 +225,26 @@ def test_alignment_and_embedding_account_for_every_manifest_row(dataset, tmp_pat
     assert embedded["image_id"].tolist() == kept["image_id"].tolist()
     assert (embedded["alignment_status"].to_numpy() == kept["status"].to_numpy()).all()
     assert np.isfinite(np.stack(embedded["embedding"])).all()
+
+
+def test_alignment_and_embedding_give_the_same_bytes_twice(dataset, tmp_path):
+    root, frame = dataset
+    frame = frame[frame["source_path"].isin(list(good_images()))]
+    frame = frame.assign(image=[(root / path).read_bytes() for path in frame["source_path"]])
+    manifest = write_parquet(frame, tmp_path / "manifest.parquet", MANIFEST)
+    outputs = []
+    for attempt in range(2):
+        aligned = tmp_path / f"aligned-{attempt}.parquet"
+        embeddings = tmp_path / f"embeddings-{attempt}.parquet"
+        align_shard(manifest, aligned, shard=0, shards=1, alignment=ALIGNMENT)
+        embed_shard(
+            aligned,
+            embeddings,
+            weights="random",
+            weights_path=None,
+            batch_size=2,
+            workers=0,
+            seed=3,
+        )
+        outputs.append((aligned.read_bytes(), embeddings.read_bytes()))
+    assert outputs[0] == outputs[1]
