@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -73,20 +74,26 @@ def sample_images(archive: Path, n_images: int, folder: Path) -> pd.DataFrame:
     )
 
 
-def naive(folder: Path, paths: list[str], weights: str, state_dict: Path | None) -> int:
-    """Per-image facenet-pytorch loop; returns the number of images embedded."""
-    detector = MTCNN(image_size=160, post_process=False)
+def naive(
+    folder: Path, paths: list[str], weights: str, state_dict: Path | None, min_face_size: int
+) -> dict[str, float]:
+    """Per-image facenet-pytorch loop: images embedded, and seconds detecting and embedding."""
+    detector = MTCNN(image_size=160, min_face_size=min_face_size, post_process=False)
     model, _ = load_facenet(weights, state_dict_path=state_dict)
     preprocess = preprocessing_for(weights)
-    embedded = 0
+    totals = {"embedded": 0, "detect_s": 0.0, "embed_s": 0.0}
     with torch.inference_mode():
         for path in paths:
+            start = time.perf_counter()
             face = detector(Image.open(folder / path).convert("RGB"))
+            detected = time.perf_counter()
+            totals["detect_s"] += detected - start
             if face is None:
                 continue
             model(preprocess(face.unsqueeze(0)))
-            embedded += 1
-    return embedded
+            totals["embed_s"] += time.perf_counter() - detected
+            totals["embedded"] += 1
+    return totals
 
 
 def pipeline_shard(
@@ -97,12 +104,14 @@ def pipeline_shard(
     alignment: dict,
     weights: str,
     state_dict: Path | None,
-) -> tuple[int, dict[str, int]]:
+) -> dict:
     """One shard job of each rule, in a process of its own with one thread, as Snakemake runs
-    them; returns images embedded and alignment status counts."""
+    them: images embedded, alignment status counts, and seconds in each rule."""
     torch.set_num_threads(1)
     aligned = scratch / f"aligned-{shard}.parquet"
+    start = time.perf_counter()
     counts = align_shard(manifest, aligned, shard=shard, shards=shards, alignment=alignment)
+    done_aligning = time.perf_counter()
     embedded = embed_shard(
         aligned,
         scratch / f"embeddings-{shard}.parquet",
@@ -113,7 +122,12 @@ def pipeline_shard(
         seed=0,
     )
     assert pq.read_metadata(scratch / f"embeddings-{shard}.parquet").num_rows == embedded
-    return embedded, counts
+    return {
+        "embedded": embedded,
+        "counts": counts,
+        "detect_s": done_aligning - start,
+        "embed_s": time.perf_counter() - done_aligning,
+    }
 
 
 def pipeline(
@@ -123,8 +137,8 @@ def pipeline(
     weights: str,
     state_dict: Path | None,
     cores: int,
-) -> tuple[int, dict[str, int]]:
-    """``cores`` shard jobs side by side; returns images embedded and alignment statuses."""
+) -> dict:
+    """``cores`` shard jobs side by side; their totals (seconds summed over jobs)."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool:
         jobs = [
@@ -134,11 +148,11 @@ def pipeline(
             for shard in range(cores)
         ]
         results = [job.result() for job in jobs]
-    counts: dict[str, int] = {}
-    for _, shard_counts in results:
-        for status, count in shard_counts.items():
-            counts[status] = counts.get(status, 0) + count
-    return sum(embedded for embedded, _ in results), counts
+    counts = Counter()
+    for result in results:
+        counts.update(result["counts"])
+    totals = {key: sum(r[key] for r in results) for key in ("embedded", "detect_s", "embed_s")}
+    return {**totals, "counts": dict(counts)}
 
 
 def main() -> None:
@@ -149,6 +163,11 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--min-face-size",
+        type=int,
+        help="MTCNN min_face_size for both sides (default: alignment.common.min_face_size)",
+    )
     parser.add_argument(
         "--weights",
         type=Path,
@@ -162,29 +181,43 @@ def main() -> None:
         **config["alignment"]["fairface"],
         "embedding_batch_size": config["embedding"]["batch_size"],
     }
+    if args.min_face_size:
+        alignment["min_face_size"] = args.min_face_size
     weights = "sandberg-keras" if args.weights else "random"
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         rows = sample_images(args.archive, args.images, scratch / "files")
         manifest = write_parquet(rows, scratch / "manifest.parquet", MANIFEST)
+        paths = rows["source_path"].tolist()
 
         start = time.perf_counter()
-        naive_embedded = naive(
-            scratch / "files", rows["source_path"].tolist(), weights, args.weights
+        naive_totals = naive(
+            scratch / "files", paths, weights, args.weights, alignment["min_face_size"]
         )
         naive_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
-        embedded, counts = pipeline(manifest, scratch, alignment, weights, args.weights, args.cores)
+        pipeline_totals = pipeline(manifest, scratch, alignment, weights, args.weights, args.cores)
         pipeline_seconds = time.perf_counter() - start
 
     n = len(rows)
-    print(f"align + embed, {n} FairFace images, {args.cores} cores, {weights} weights")
-    print("method    seconds  images/s  embedded")
-    print(f"naive    {naive_seconds:8.1f}  {n / naive_seconds:8.1f}  {naive_embedded:8d}")
-    print(f"pipeline {pipeline_seconds:8.1f}  {n / pipeline_seconds:8.1f}  {embedded:8d}  {counts}")
+    print(
+        f"align + embed, {n} FairFace images, {args.cores} cores, {weights} weights, "
+        f"min_face_size {alignment['min_face_size']}"
+    )
+    print("method    wall s  images/s  embedded  detect/align s  embed s")
+    for name, seconds, totals in (
+        ("naive", naive_seconds, naive_totals),
+        ("pipeline", pipeline_seconds, pipeline_totals),
+    ):
+        print(
+            f"{name:<8} {seconds:7.1f}  {n / seconds:8.1f}  {totals['embedded']:8d}  "
+            f"{totals['detect_s']:14.1f}  {totals['embed_s']:7.1f}"
+        )
+    print(f"pipeline alignment statuses: {pipeline_totals['counts']}")
     print(f"pipeline / naive throughput: {naive_seconds / pipeline_seconds:.2f}x")
+    print("(pipeline seconds per rule are summed over its shard jobs)")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
     for name, data in files.items():
         (root / name).write_bytes(data)
-    names = [*files, "missing.png", "gray.png"]
+    (root / "a_directory.png").mkdir()
+    names = [*files, "missing.png", "a_directory.png", "gray.png"]
     ids = [name.rsplit(".", 1)[0] for name in names]
     ids[-1] = "rgb"  # a second row with an id already taken
     manifest = pd.DataFrame(
@@ -138,6 +139,7 @@ def test_ingest_keeps_usable_images_and_records_the_rest(dataset, tmp_path):
     reasons = dict(zip(rejects["source_path"], rejects["reason"], strict=True))
     expected = {name: reason for name, (_, reason) in bad_images().items()}
     expected |= {"huge.png": "image_too_large", "missing.png": "missing_file"}
+    expected["a_directory.png"] = "unreadable_file"
     expected["gray.png"] = "duplicate_image_id"
     assert reasons == expected
     duplicate = rejects.set_index("source_path").loc["gray.png"]
@@ -182,7 +184,8 @@ def test_ingest_output_does_not_depend_on_the_batch_size(dataset, tmp_path):
 def test_alignment_and_embedding_account_for_every_manifest_row(dataset, tmp_path):
     """Alignment must cope with bad bytes on its own: its manifest may not come from ingest."""
     root, frame = dataset
-    frame = frame[frame["source_path"] != "missing.png"].drop_duplicates("image_id")
+    frame = frame[~frame["source_path"].isin(["missing.png", "a_directory.png"])]
+    frame = frame.drop_duplicates("image_id")
     frame = frame.assign(image=[(root / path).read_bytes() for path in frame["source_path"]])
     manifest = write_parquet(frame, tmp_path / "manifest.parquet", MANIFEST)
 

@@ -9,6 +9,7 @@ the same reasons.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -115,3 +116,21 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     Pillow's own ``convert("L")`` clips 16-bit pixels, turning most of an image white.
     """
     return image if image.mode == "L" else to_rgb(image).convert("L")
+
+
+def read_image_file(path: Path) -> tuple[bytes | None, tuple[str, str] | None]:
+    """A file's bytes if they decode to a usable image, else None and (reason, detail).
+
+    Reasons are ``missing_file``, ``unreadable_file`` and those of :func:`decode_image`.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, ("missing_file", "no such file")
+    except OSError as error:
+        return None, ("unreadable_file", error.strerror or type(error).__name__)
+    try:
+        decode_image(data)
+    except UnusableImageError as error:
+        return None, (error.reason, error.detail)
+    return data, None

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fairfer.images import UnusableImageError, decode_image
+from fairfer.images import read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -318,18 +318,3 @@ def publish_manifest(
         )
     Path(report_path).write_text(json.dumps(report, indent=2, default=int) + "\n")
     return report
-
-
-def read_image_file(path: Path) -> tuple[bytes | None, tuple[str, str] | None]:
-    """A file's bytes if they decode to a usable image, else None and (reason, detail)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, ("missing_file", str(path))
-    except OSError as error:
-        return None, ("unreadable_file", f"{path}: {error.strerror or error}")
-    try:
-        decode_image(data)
-    except UnusableImageError as error:
-        return None, (error.reason, error.detail)
-    return data, None
