@@ -150,3 +150,30 @@ def test_composition_plot_is_written(tmp_path):
     )
     path = plot_composition(composition, tmp_path / "composition.png", title="test")
     assert path.stat().st_size > 1000
+
+
+def test_fairface_archive_with_a_wrong_checksum_leaves_no_output(tmp_path):
+    import hashlib
+    import zipfile
+
+    from download_fairface import download
+
+    from fairfer.download import ChecksumMismatchError
+
+    source = tmp_path / "fairface.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("train/1.jpg", b"jpeg")
+        archive.writestr("val/1.jpg", b"jpeg")
+    actual = hashlib.sha256(source.read_bytes()).hexdigest()
+    expected = "ab" * 32
+    archive_out = tmp_path / "out" / "fairface.zip"
+    images_out = tmp_path / "out" / "images"
+    with pytest.raises(ChecksumMismatchError) as error:
+        download(str(source), expected, archive_out, images_out)
+    for named in (str(source), expected, actual, "datasets.fairface.archive.sha256"):
+        assert named in str(error.value)
+    leftovers = list((tmp_path / "out").rglob("*")) if (tmp_path / "out").exists() else []
+    assert leftovers == []
+
+    download(str(source), actual, archive_out, images_out)
+    assert (images_out / "train" / "1.jpg").read_bytes() == b"jpeg"
