@@ -225,6 +225,7 @@ def test_labelled_crops_and_class_indices(tmp_path):
             "status": ["ok", "rejected", "ok", "fallback"],
             "reject_reason": None,
             "detection_probability": None,
+            "detection_pass": None,
             "box": None,
             "landmarks": None,
             "crop": [png(), None, png(), png()],
