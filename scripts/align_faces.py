@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from fairfer.alignment import AlignmentResult, FaceAligner, encode_png
+from fairfer.alignment import AlignmentResult, FaceAligner, RetrySettings, encode_png
 from fairfer.schemas import ALIGNED, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def aligned_record(row: dict, result: AlignmentResult | None, reason: str | None
             "status": "rejected",
             "reject_reason": reason,
             "detection_probability": None,
+            "detection_pass": None,
             "box": None,
             "landmarks": None,
             "crop": None,
@@ -53,6 +54,7 @@ def aligned_record(row: dict, result: AlignmentResult | None, reason: str | None
         "status": result.status,
         "reject_reason": None,
         "detection_probability": result.probability,
+        "detection_pass": result.detection_pass or None,
         "box": None if result.box is None else [float(v) for v in result.box],
         "landmarks": None
         if result.landmarks is None
@@ -89,6 +91,12 @@ def align_shard(
         upscale_min_side=alignment["upscale_min_side"],
         fallback=alignment["fallback"],
         batch_size=alignment["batch_size"],
+        retry=None
+        if alignment["retry"] is None
+        else RetrySettings(
+            pad_fraction=alignment["retry"]["pad_fraction"],
+            thresholds=tuple(alignment["retry"]["thresholds"]),
+        ),
     )
     counts: dict[str, int] = {}
 

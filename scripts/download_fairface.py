@@ -1,4 +1,9 @@
-"""Fetch the FairFace image archive (path, file:// or http(s)://), verify it, extract it."""
+"""Fetch the FairFace image archive (path, file://, http(s):// or kaggle://), verify, extract.
+
+Either official archive works: fairface-img-margin025-trainval.zip (faces with a 25% margin)
+or fairface-img-margin125-trainval.zip (125%); both hold train/<n>.jpg and val/<n>.jpg, which
+the same label CSVs describe.
+"""
 
 import logging
 from pathlib import Path
@@ -9,11 +14,12 @@ logger = logging.getLogger(__name__)
 
 HINT = (
     "Set config key datasets.fairface.archive.url to the official FairFace zip "
-    "(fairface-img-margin025-trainval.zip) and datasets.fairface.archive.sha256 to its hash."
+    "(fairface-img-margin025-trainval.zip or fairface-img-margin125-trainval.zip) and "
+    "datasets.fairface.archive.sha256 to its hash."
 )
 
 
-def download(url: str, sha256: str, archive: Path, images: Path) -> None:
+def download(url: str, sha256: str | None, archive: Path, images: Path) -> None:
     fetch(url, archive, sha256=sha256, hint=HINT)
     extract_zip(archive, images, members_prefix=["train/", "val/"])
     logger.info("FairFace images extracted to %s", images)

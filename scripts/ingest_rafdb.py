@@ -9,7 +9,9 @@ from fairfer.schemas import publish_manifest
 logger = logging.getLogger(__name__)
 
 
-def ingest(root: Path, manifest_path: Path, report_path: Path, *, settings: dict, seed: int):
+def ingest(
+    root: Path, manifest_path: Path, report_path: Path, *, settings: dict, seed: int
+) -> dict:
     manifest, report = rafdb.build_manifest(
         root,
         layout=settings["layout"],
@@ -20,6 +22,7 @@ def ingest(root: Path, manifest_path: Path, report_path: Path, *, settings: dict
     manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
     report = publish_manifest(manifest, root, manifest_path, report, report_path)
     logger.info("RAF-DB manifest: %s", report)
+    return report
 
 
 if __name__ == "__main__":
@@ -27,7 +30,7 @@ if __name__ == "__main__":
 
     configure_logging(snakemake.log[0])
     ingest(
-        Path(snakemake.input.root),
+        Path(snakemake.params.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
         settings=snakemake.params.rafdb,

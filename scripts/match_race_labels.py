@@ -1,15 +1,26 @@
-"""Fit race/gender/age classifiers on FairFace embeddings and label every FER+ image."""
+"""Fit race/gender/age classifiers on FairFace embeddings and label every emotion-dataset image.
+
+The classifiers are evaluated on FairFace validation and, when configured, on other labelled
+demographic datasets (external references such as UTKFace) in those datasets' taxonomies.
+"""
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from fairfer.external_reference import (
+    TAXONOMIES,
+    evaluate_in_taxonomy,
+    fairface_labels_in_taxonomy,
+)
 from fairfer.plots import plot_composition
 from fairfer.race_matching import (
+    AttributeClassifier,
     composition,
     evaluate,
     fit_attribute_classifier,
@@ -35,6 +46,58 @@ def read_embeddings(shards: list[Path]) -> tuple[pd.DataFrame, np.ndarray, dict]
     return ids, matrix, schema_metadata(shards[0])
 
 
+def evaluate_external(
+    classifiers: Mapping[str, AttributeClassifier],
+    references: Mapping[str, tuple[Sequence[Path], Path]],
+    fairface_valid_x: np.ndarray,
+    fairface_valid: pd.DataFrame,
+) -> tuple[dict, list[pd.DataFrame]]:
+    """Score the classifiers on each external reference, in that dataset's taxonomy.
+
+    ``references`` maps a dataset name to its embedding shards and manifest. Each attribute's
+    summary also holds FairFace validation scored in the same taxonomy
+    (``fairface_valid_same_taxonomy``), the like-for-like comparison.
+    """
+    report, tables = {}, []
+    for dataset, (shards, manifest_path) in references.items():
+        ids, embeddings, _ = read_embeddings(list(shards))
+        truth = pq.read_table(manifest_path, columns=["image_id", *ATTRIBUTE_CLASSES]).to_pandas()
+        rows = ids[["image_id"]].merge(truth, on="image_id", how="left", validate="one_to_one")
+        entry: dict = {"n_images": len(truth), "n_embedded": len(ids), "attributes": {}}
+        for attribute, classifier in classifiers.items():
+            taxonomy = TAXONOMIES[dataset][attribute]
+            summary, per_class = evaluate_in_taxonomy(
+                classifier.predict_proba(embeddings),
+                [None if pd.isna(label) else label for label in rows[attribute]],
+                attribute=attribute,
+                taxonomy=taxonomy,
+                evaluated_on=dataset,
+            )
+            same_taxonomy, _ = evaluate_in_taxonomy(
+                classifier.predict_proba(fairface_valid_x),
+                fairface_labels_in_taxonomy(fairface_valid[attribute], taxonomy, attribute),
+                attribute=attribute,
+                taxonomy=taxonomy,
+                evaluated_on="fairface_valid",
+            )
+            summary["fairface_valid_same_taxonomy"] = {
+                key: same_taxonomy[key]
+                for key in ("accuracy", "balanced_accuracy", "expected_calibration_error")
+            }
+            logger.info(
+                "%s on %s: accuracy %.4f (FairFace valid in the same taxonomy %.4f), ECE %.4f",
+                attribute,
+                dataset,
+                summary["accuracy"],
+                same_taxonomy["accuracy"],
+                summary["expected_calibration_error"],
+            )
+            entry["attributes"][attribute] = summary
+            tables.append(per_class)
+        report[dataset] = entry
+    return report, tables
+
+
 def match(
     reference_shards: list[Path],
     reference_manifest: Path,
@@ -43,6 +106,7 @@ def match(
     *,
     matching: dict,
     seed: int,
+    external_references: Mapping[str, tuple[Sequence[Path], Path]] | None = None,
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     reference_ids, reference_x, metadata = read_embeddings(reference_shards)
     labels = pq.read_table(reference_manifest, columns=["image_id", *ATTRIBUTE_CLASSES]).to_pandas()
@@ -63,6 +127,7 @@ def match(
         "attributes": {},
     }
     per_class_tables = []
+    classifiers = {}
     predicted = [target_ids[["image_id"]]]
     for attribute, classes in ATTRIBUTE_CLASSES.items():
         classifier = fit_attribute_classifier(
@@ -85,10 +150,16 @@ def match(
             summary["expected_calibration_error"],
         )
         report["attributes"][attribute] = summary
-        per_class_tables.append(per_class)
+        per_class_tables.append(per_class.assign(evaluated_on="fairface_valid"))
+        classifiers[attribute] = classifier
         predicted.append(
             label_targets(classifier, target_x, abstain_below=matching["abstain_below"])
         )
+    if external_references:
+        report["external_evaluation"], external_tables = evaluate_external(
+            classifiers, external_references, reference_x[held_out], reference.loc[held_out]
+        )
+        per_class_tables += external_tables
     inferred = pd.concat(predicted, axis=1)
     # Images rejected at alignment have no embedding: they stay in the table, unlabelled.
     group_labels = manifest_ids[["image_id", "dataset", "split"]].merge(
@@ -102,7 +173,12 @@ def match(
     group_labels, report["ground_truth_attributes"] = prefer_ground_truth(
         group_labels, manifest_ids, ATTRIBUTE_CLASSES
     )
-    return group_labels, report, pd.concat(per_class_tables, ignore_index=True)
+    per_class = pd.concat(per_class_tables, ignore_index=True)
+    return (
+        group_labels,
+        report,
+        per_class[["evaluated_on", "attribute", "class", "count", "accuracy"]],
+    )
 
 
 if __name__ == "__main__":
@@ -116,6 +192,15 @@ if __name__ == "__main__":
         Path(snakemake.input.target_manifest),
         matching=snakemake.params.matching,
         seed=snakemake.params.seed,
+        external_references={
+            dataset: (
+                [Path(p) for p in snakemake.input.external if Path(p).parent.name == dataset],
+                next(
+                    Path(p) for p in snakemake.input.external_manifests if Path(p).stem == dataset
+                ),
+            )
+            for dataset in snakemake.params.external_references
+        },
     )
     write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fairfer import fer2013, generic_manifest, rafdb, utkface
 from fairfer.generic_manifest import MANIFEST_COLUMNS
-from fairfer.schemas import MANIFEST, table_from_frame
+from fairfer.schemas import FAIRFACE_RACES, MANIFEST, table_from_frame
 
 
 def _image(path: Path, value: int = 128) -> None:
@@ -245,7 +245,9 @@ def test_utkface_age_bins_and_race_mapping() -> None:
         "more than 70",
     ]
     assert set(utkface.RACE_TO_FAIRFACE) == set(utkface.RACES.values())
-    assert utkface.RACE_TO_FAIRFACE["Others"] == ()
+    assert utkface.RACE_TO_FAIRFACE["Others"] == ("Latino_Hispanic", "Middle Eastern")
+    merged = [race for races in utkface.RACE_TO_FAIRFACE.values() for race in races]
+    assert sorted(merged) == sorted(FAIRFACE_RACES)
 
 
 def test_utkface_without_images_names_config_key(tmp_path: Path) -> None:

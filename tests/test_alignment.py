@@ -15,6 +15,7 @@ from fairfer.alignment import (
     ARCFACE_TEMPLATE_112,
     AlignmentResult,
     FaceAligner,
+    RetrySettings,
     canonical_template,
     encode_png,
     similarity_transform,
@@ -212,7 +213,7 @@ def test_padding_and_upscaling_map_back_to_original_coordinates(monkeypatch):
     pad, scale = 12, 160 / 72
     ys, xs = np.mgrid[0:160, 0:160]
 
-    def fake_detect(batch):
+    def fake_detect(batch, thresholds):
         # Measure where the padded, upscaled image really puts each blob, as MTCNN would.
         frame = batch[0, ..., 0].astype(np.float64)
         found = []
@@ -229,6 +230,43 @@ def test_padding_and_upscaling_map_back_to_original_coordinates(monkeypatch):
 
     assert result.status == "ok"
     np.testing.assert_allclose(result.landmarks, points, atol=0.1)
+
+
+def test_retry_pass_runs_only_on_misses_with_its_own_settings(monkeypatch):
+    retry = RetrySettings(pad_fraction=0.5, thresholds=(0.5, 0.6, 0.6))
+    aligner = FaceAligner(pad_fraction=0.25, upscale_min_side=0, retry=retry)
+    face = np.array([[15.0, 18.0], [32.0, 18.0], [24.0, 27.0], [17.0, 36.0], [31.0, 36.0]])
+    calls = []
+
+    def fake_detect(batch, thresholds):
+        calls.append((batch.shape, tuple(thresholds)))
+        results = []
+        for frame in batch:
+            # The first image has a face for every pass; the second only for the retry's
+            # lower thresholds; the third never.
+            marker = int(frame[frame.shape[0] // 2, frame.shape[1] // 2, 0])
+            pad = (frame.shape[1] - 48) / 2
+            found = marker == 1 or (marker == 2 and thresholds[0] < 0.6)
+            if found:
+                box = np.r_[face.min(axis=0) - 5 + pad, face.max(axis=0) + 5 + pad, 0.9]
+                results.append((box[None, :], (face + pad)[None, :, :]))
+            else:
+                results.append((np.zeros((0, 5)), np.zeros((0, 5, 2))))
+        return results
+
+    monkeypatch.setattr(aligner, "_detect", fake_detect)
+    images = [Image.new("L", (48, 48), marker) for marker in (1, 2, 3)]
+
+    results = aligner.align(images)
+
+    assert [r.status for r in results] == ["ok", "ok", "fallback"]
+    assert [r.detection_pass for r in results] == [1, 2, 0]
+    assert calls == [((3, 72, 72, 3), (0.6, 0.7, 0.7)), ((2, 96, 96, 3), (0.5, 0.6, 0.6))]
+
+
+def test_retry_settings_are_validated():
+    with pytest.raises(ValueError, match="thresholds"):
+        FaceAligner(retry=RetrySettings(pad_fraction=0.5, thresholds=(0.5, 0.6)))
 
 
 # --- images and modes -----------------------------------------------------------------------

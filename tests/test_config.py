@@ -39,12 +39,40 @@ def test_ci_config_is_valid_over_the_default():
         ({"strategies": {"unknown_strategy": {}}}, "unknown_strategy"),
         ({"training": {"batch_size": "large"}}, "batch_size"),
         ({"datasets": {"fairface": {"archive": {"sha256": "abc"}}}}, "sha256"),
+        ({"datasets": {"ferplus": {"source": "ftp://host/fer.zip"}}}, "ftp://host/fer.zip"),
+        ({"datasets": {"rafdb": {"source": "kaggle://only-owner"}}}, "kaggle://only-owner"),
+        ({"datasets": {"fairface": {"archive": {"url": "manual"}}}}, "manual"),
+        ({"datasets": {"utkface": {"archive_root": "../up"}}}, "../up"),
+        ({"emotion_dataset": "affectnet"}, "affectnet"),
+        ({"race_matching": {"external_references": ["fairface"]}}, "external_references"),
+        ({"datasets": {"generic": {"emotion_aliases": {"joy": "joyful"}}}}, "joyful"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key):
     with pytest.raises(jsonschema.ValidationError) as error:
         jsonschema.validate(merged(load("config.yaml"), override), SCHEMA)
     assert key in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"datasets": {"rafdb": {"source": "kaggle://shuvoalok/raf-db-dataset"}}},
+        {"datasets": {"utkface": {"source": "https://host/UTKFace.tar.gz", "sha256": None}}},
+        {"datasets": {"generic": {"source": "/data/mine.zip", "archive_root": "mine/v2"}}},
+        {"datasets": {"ferplus": {"source": "kaggle://o/d/fer2013.csv?version=2"}}},
+        {
+            "datasets": {
+                "fairface": {
+                    "archive": {"url": "data/fairface-img-margin125-trainval.zip", "sha256": None}
+                }
+            }
+        },
+        {"emotion_dataset": "generic", "race_matching": {"external_references": ["utkface"]}},
+    ],
+)
+def test_source_kinds_and_dataset_choices_are_accepted(override):
+    jsonschema.validate(merged(load("config.yaml"), override), SCHEMA)
 
 
 def test_every_schema_property_is_described():

@@ -1,27 +1,43 @@
-"""Tests for fairfer.download against a real HTTP server on 127.0.0.1."""
+"""Tests for fairfer.download against a real HTTP server on 127.0.0.1.
+
+The Kaggle tests run the same server as a stand-in for Kaggle's REST API: it checks the HTTP
+Basic credentials, answers 401/403/404 as Kaggle does, and redirects an authorised download
+to a storage URL on another host name (``localhost``), which serves Range requests.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import json
 import random
 import re
+import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
 from fairfer.download import (
     ChecksumMismatchError,
+    CredentialsError,
     DownloadError,
+    ManualSourceError,
     SourceNotFoundError,
     UnsafeArchiveError,
+    extract_archive,
     extract_zip,
     fetch,
+    kaggle_credentials,
+    parse_kaggle_source,
     sha256_of,
+    source_file_name,
 )
 
 PAYLOAD = random.Random(0).randbytes(200_000)
@@ -37,6 +53,12 @@ class ServerState:
     honour_range: bool = True
     cuts_left: int = 0
     requests: list[dict[str, str | int | None]] = field(default_factory=list)
+    #: Kaggle stand-in: accepted "user:key", datasets (owner/dataset[/file]) -> storage path,
+    #: and datasets whose terms the user has not accepted.
+    kaggle_credentials: str = "alice:s3cret"
+    kaggle_datasets: dict[str, str] = field(default_factory=dict)
+    kaggle_forbidden: set[str] = field(default_factory=set)
+    storage_base: str = ""
 
 
 class _RangeHandler(BaseHTTPRequestHandler):
@@ -47,10 +69,17 @@ class _RangeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         state = self.state
-        body = state.files.get(self.path)
         range_header = self.headers.get("Range")
-        record: dict[str, str | int | None] = {"path": self.path, "range": range_header}
+        record: dict[str, str | int | None] = {
+            "path": self.path,
+            "range": range_header,
+            "authorization": self.headers.get("Authorization"),
+        }
         state.requests.append(record)
+        if self.path.startswith("/api/v1/"):
+            self._kaggle_api(record)
+            return
+        body = state.files.get(self.path.split("?")[0])
         if body is None:
             record["status"] = 404
             self.send_error(404)
@@ -85,6 +114,27 @@ class _RangeHandler(BaseHTTPRequestHandler):
             return
         self.wfile.write(payload)
 
+    def _kaggle_api(self, record: dict[str, str | int | None]) -> None:
+        state = self.state
+        expected = "Basic " + base64.b64encode(state.kaggle_credentials.encode()).decode()
+        match = re.fullmatch(r"/api/v1/datasets/download/([^?]+)(\?.*)?", self.path)
+        if self.headers.get("Authorization") != expected:
+            status = 401
+        elif match is None or unquote(match.group(1)) not in state.kaggle_datasets:
+            status = 404
+        elif unquote(match.group(1)) in state.kaggle_forbidden:
+            status = 403
+        else:
+            status = 302
+        record["status"] = status
+        self.send_response(status)
+        if status == 302:
+            # Kaggle answers with a signed URL on its storage host; no credentials go there.
+            target = state.kaggle_datasets[unquote(match.group(1))]
+            self.send_header("Location", f"{state.storage_base}{target}?signature=abc")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, format: str, *args: object) -> None:
         """Keep pytest output quiet."""
 
@@ -100,6 +150,7 @@ def server() -> Iterator[tuple[str, ServerState]]:
         target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
     )
     thread.start()
+    state.storage_base = f"http://localhost:{httpd.server_address[1]}"
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", state
     finally:
@@ -331,3 +382,257 @@ def test_extract_zip_errors_for_missing_or_corrupt_archive(tmp_path: Path) -> No
     with pytest.raises(DownloadError, match="not a valid zip"):
         extract_zip(corrupt, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --- Kaggle -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def kaggle(
+    server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> ServerState:
+    """The server as Kaggle's API, with alice's credentials in the environment."""
+    base, state = server
+    state.files["/storage/alice/faces.zip"] = PAYLOAD
+    state.kaggle_datasets["alice/faces"] = "/storage/alice/faces.zip"
+    monkeypatch.setenv("KAGGLE_API_ENDPOINT", base)
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", "s3cret")
+    # Never read the developer's own kaggle.json.
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-config"))
+    return state
+
+
+def _basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+def test_kaggle_download_authenticates_and_follows_the_redirect(
+    kaggle: ServerState, tmp_path: Path
+) -> None:
+    dest = tmp_path / "faces.archive"
+    _http_fetch("kaggle://alice/faces", dest, sha256=PAYLOAD_SHA)
+    assert dest.read_bytes() == PAYLOAD
+    api, storage = kaggle.requests
+    assert api["path"] == "/api/v1/datasets/download/alice/faces"
+    assert (api["authorization"], api["status"]) == (_basic("alice:s3cret"), 302)
+    assert storage["path"] == "/storage/alice/faces.zip?signature=abc"
+    # requests drops the credentials when the redirect leaves the API host.
+    assert storage["authorization"] is None and storage["status"] == 200
+
+
+def test_kaggle_json_file_single_file_and_version(
+    kaggle: ServerState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    config_dir = tmp_path / "kaggle-config"
+    config_dir.mkdir()
+    (config_dir / "kaggle.json").write_text(json.dumps({"username": "alice", "key": "s3cret"}))
+    (config_dir / "kaggle.json").chmod(0o600)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
+    # The official client accepts the endpoint with or without /api/v1.
+    monkeypatch.setenv("KAGGLE_API_ENDPOINT", kaggle.storage_base + "/api/v1/")
+    kaggle.kaggle_datasets["alice/faces/labels dir/train.csv"] = "/storage/alice/faces.zip"
+    dest = tmp_path / "train.csv"
+    _http_fetch("kaggle://alice/faces/labels%20dir/train.csv?version=3", dest, sha256=PAYLOAD_SHA)
+    assert kaggle.requests[0]["path"] == (
+        "/api/v1/datasets/download/alice/faces/labels%20dir/train.csv?datasetVersionNumber=3"
+    )
+    assert kaggle_credentials().origin == str(config_dir / "kaggle.json")
+
+
+def test_kaggle_missing_credentials_say_where_to_put_them(
+    kaggle: ServerState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    with pytest.raises(CredentialsError) as info:
+        _http_fetch("kaggle://alice/faces", tmp_path / "f.archive")
+    message = str(info.value)
+    json_path = tmp_path / "no-kaggle-config" / "kaggle.json"
+    for expected in (str(json_path), "chmod 600", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        assert expected in message
+    assert "https://www.kaggle.com/settings" in message
+    assert kaggle.requests == []
+    monkeypatch.setenv("KAGGLE_KEY", "s3cret")
+    with pytest.raises(CredentialsError, match="only one of KAGGLE_USERNAME / KAGGLE_KEY"):
+        kaggle_credentials()
+    json_path.parent.mkdir()
+    json_path.write_text('{"user": "alice"}')
+    with pytest.raises(CredentialsError, match="'username' and 'key'"):
+        kaggle_credentials()
+
+
+def test_kaggle_wrong_key_is_a_401_naming_user_and_origin(
+    kaggle: ServerState, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KAGGLE_KEY", "wrong")
+    dest = tmp_path / "f.archive"
+    with pytest.raises(CredentialsError) as info:
+        _http_fetch("kaggle://alice/faces", dest, hint="Config key datasets.rafdb.source.")
+    message = str(info.value)
+    for expected in ("'alice'", "KAGGLE_USERNAME/KAGGLE_KEY", "HTTP 401", "kaggle.com/settings"):
+        assert expected in message
+    assert "datasets.rafdb.source" in message
+    assert len(kaggle.requests) == 1  # a refusal is not retried
+    assert list(tmp_path.glob("f.archive*")) == []
+
+
+def test_kaggle_terms_not_accepted_is_a_403_and_unknown_is_a_404(
+    kaggle: ServerState, tmp_path: Path
+) -> None:
+    kaggle.kaggle_forbidden.add("alice/faces")
+    with pytest.raises(CredentialsError) as info:
+        _http_fetch("kaggle://alice/faces", tmp_path / "f.archive")
+    assert "HTTP 403" in str(info.value)
+    assert "https://www.kaggle.com/datasets/alice/faces" in str(info.value)
+    assert "accept the dataset's terms" in str(info.value)
+    with pytest.raises(DownloadError, match="no dataset or file alice/nothing .*HTTP 404"):
+        _http_fetch("kaggle://alice/nothing", tmp_path / "f.archive")
+
+
+def test_kaggle_download_resumes_after_a_cut(kaggle: ServerState, tmp_path: Path) -> None:
+    kaggle.cuts_left = 1
+    dest = tmp_path / "faces.archive"
+    _http_fetch("kaggle://alice/faces", dest, sha256=PAYLOAD_SHA, retries=2)
+    assert dest.read_bytes() == PAYLOAD
+    api = [r for r in kaggle.requests if r["path"].startswith("/api/")]
+    storage = [r for r in kaggle.requests if r["path"].startswith("/storage/")]
+    # Each attempt asks the API again (signed URLs expire) with the credentials and the Range.
+    assert [r["authorization"] for r in api] == [_basic("alice:s3cret")] * 2
+    assert api[1]["range"] == storage[1]["range"]
+    assert 0 < _range_start(storage[1]["range"]) <= len(PAYLOAD) // 2
+    assert storage[1]["status"] == 206 and storage[1]["authorization"] is None
+
+
+def test_kaggle_wrong_checksum_names_file_and_both_hashes(
+    kaggle: ServerState, tmp_path: Path
+) -> None:
+    dest = tmp_path / "faces.archive"
+    wrong = "f" * 64
+    with pytest.raises(ChecksumMismatchError) as info:
+        _http_fetch("kaggle://alice/faces", dest, sha256=wrong)
+    for expected in ("kaggle://alice/faces", str(dest), wrong, PAYLOAD_SHA):
+        assert expected in str(info.value)
+    assert not any(path.name.startswith("faces.archive") for path in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "bad", ["kaggle://alice", "kaggle://alice/faces?version=x", "kaggle://a/b?rev=1"]
+)
+def test_malformed_kaggle_sources_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError, match="kaggle://|version"):
+        parse_kaggle_source(bad)
+
+
+def test_source_file_names_and_manual_source(tmp_path: Path) -> None:
+    assert source_file_name("kaggle://a/b") == "b"
+    assert source_file_name("kaggle://a/b/dir/fer2013.csv?version=2") == "fer2013.csv"
+    assert source_file_name("https://host/x/UTKFace.tar.gz?dl=1") == "UTKFace.tar.gz"
+    assert source_file_name("data/raf.zip") == "raf.zip"
+    with pytest.raises(ManualSourceError, match="place"):
+        fetch("manual", tmp_path / "x", hint="Place RAF-DB in data/rafdb.")
+
+
+# --- extract_archive ----------------------------------------------------------------------
+
+
+def _tar(path: Path, members: dict[str, bytes], *, mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_extract_archive_reads_tar_zip_and_plain_files_by_content(tmp_path: Path) -> None:
+    tar = _tar(tmp_path / "download.archive", {"UTKFace/1_0_0_2017.jpg.chip.jpg": b"j"})
+    out = extract_archive(tar, tmp_path / "utk", plain_file_name="UTKFace.tar.gz")
+    assert (out / "UTKFace" / "1_0_0_2017.jpg.chip.jpg").read_bytes() == b"j"
+    zipped = _make_zip(tmp_path / "z.archive", {"DATASET/train/1/a.jpg": b"a"})
+    extract_archive(zipped, tmp_path / "raf", plain_file_name="x")
+    assert (tmp_path / "raf" / "DATASET/train/1/a.jpg").read_bytes() == b"a"
+    plain = tmp_path / "p.archive"
+    plain.write_bytes(b"emotion,pixels,Usage\n")
+    extract_archive(plain, tmp_path / "fer", plain_file_name="fer2013.csv")
+    assert (tmp_path / "fer" / "fer2013.csv").read_bytes() == b"emotion,pixels,Usage\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_extract_archive_refuses_tar_links_and_traversal(tmp_path: Path) -> None:
+    link = tmp_path / "link.tar"
+    with tarfile.open(link, "w") as tar:
+        info = tarfile.TarInfo("images/evil")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(UnsafeArchiveError, match="link or special file"):
+        extract_archive(link, tmp_path / "out", plain_file_name="x")
+    climbing = _tar(tmp_path / "climb.tar", {"../evil.txt": b"x"}, mode="w")
+    with pytest.raises(UnsafeArchiveError, match="outside the destination"):
+        extract_archive(climbing, tmp_path / "out", plain_file_name="x")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
+
+
+# --- download_dataset rule script ---------------------------------------------------------
+
+
+def _rafdb_kaggle_zip() -> bytes:
+    """RAF-DB in the layout of kaggle://shuvoalok/raf-db-dataset: label CSVs and DATASET/."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    entries = {"train": [("train_00001_aligned.jpg", 4), ("train_00002_aligned.jpg", 7)]}
+    entries["test"] = [("test_0001_aligned.jpg", 3)]
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for split, rows in entries.items():
+            zf.writestr(
+                f"{split}_labels.csv",
+                "image,label\n" + "".join(f"{name},{label}\n" for name, label in rows),
+            )
+            for name, label in rows:
+                image = io.BytesIO()
+                Image.new("RGB", (100, 100), (label * 30, 80, 80)).save(image, format="JPEG")
+                zf.writestr(f"DATASET/{split}/{label}/{name}", image.getvalue())
+    return buffer.getvalue()
+
+
+def test_download_dataset_fetches_unpacks_and_feeds_the_adapter(
+    kaggle: ServerState, tmp_path: Path
+) -> None:
+    from download_dataset import download
+    from ingest_rafdb import ingest
+
+    payload = _rafdb_kaggle_zip()
+    kaggle.files["/storage/raf.zip"] = payload
+    kaggle.kaggle_datasets["shuvoalok/raf-db-dataset"] = "/storage/raf.zip"
+    settings = {"layout": "auto", "image_variant": "aligned", "valid_fraction": 0.5}
+    root = download(
+        "rafdb",
+        "kaggle://shuvoalok/raf-db-dataset",
+        hashlib.sha256(payload).hexdigest(),
+        tmp_path / "resources/downloads/rafdb.archive",
+        tmp_path / "resources/datasets/rafdb",
+        archive_root="",
+        layout="RAF-DB's basic/ folder or the Kaggle layout",
+    )
+    report = ingest(
+        root, tmp_path / "rafdb.parquet", tmp_path / "r.json", settings=settings, seed=0
+    )
+    assert report["layout"] == "kaggle" and report["rows"] == 3
+
+    with pytest.raises(DownloadError) as info:
+        download(
+            "rafdb",
+            "kaggle://shuvoalok/raf-db-dataset",
+            None,
+            tmp_path / "again.archive",
+            tmp_path / "again",
+            archive_root="basic",
+            layout="RAF-DB's basic/ folder",
+        )
+    message = str(info.value)
+    assert "no folder 'basic'" in message and "datasets.rafdb.archive_root" in message
+    assert "'DATASET/'" in message and "'train_labels.csv'" in message

@@ -25,6 +25,7 @@ def aligned_file(path, n: int = 23):
                 "status": "rejected" if rejected else "ok",
                 "reject_reason": "x" if rejected else None,
                 "detection_probability": None,
+                "detection_pass": None,
                 "box": None,
                 "landmarks": None,
                 "crop": None if rejected else buffer.getvalue(),

@@ -51,6 +51,35 @@ def rafdb_run(tmp_path_factory, run) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def generic_run(tmp_path_factory, run) -> Path:
+    """The DAG on a generic CSV dataset, with UTKFace as external reference.
+
+    Both are built from FairFace val faces: the CSV gives race and gender (not age) and random
+    emotions; UTKFace's layout renames faces to its [age]_[gender]_[race]_[date] names.
+    FairFace's side is reused from the FER+ run, as for RAF-DB.
+    """
+    from dataset_fixtures import build_generic_csv, build_utkface_folder
+
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline_generic"))
+    build_generic_csv(DATA / "fairface", workdir / "data" / "generic", n=240, seed=1)
+    build_utkface_folder(DATA / "fairface", workdir / "data" / "utkface", n=120, seed=2)
+    for reused in (
+        "resources",
+        "results/manifests",
+        "results/aligned/fairface",
+        "results/embeddings/fairface",
+    ):
+        shutil.copytree(run / reused, workdir / reused, dirs_exist_ok=True)
+    for stale in (workdir / "results/manifests").glob("ferplus*"):
+        stale.unlink()
+    (workdir / "config" / "generic.yaml").write_text(
+        "emotion_dataset: generic\nrace_matching:\n  external_references: [utkface]\n"
+    )
+    snakemake(workdir, "--configfile", "config/ci.yaml", "config/generic.yaml")
+    return workdir
+
+
 def read(workdir: Path, relative: str) -> pd.DataFrame:
     return pq.read_table(workdir / relative).to_pandas()
 
@@ -186,3 +215,32 @@ def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
     assert comparison["inferred_label_accuracy"].isna().all()
     race = comparison[(comparison["attribute"] == "race") & (comparison["strategy"] == "baseline")]
     assert race["n_groups"].item() == 3
+
+
+def test_generic_dataset_with_utkface_as_external_reference(generic_run):
+    import json
+
+    manifest = read(generic_run, "results/manifests/generic.parquet")
+    assert len(manifest) == 240 and set(manifest["split"]) == {"train", "valid", "test"}
+    labels = read(generic_run, "results/group_labels/generic.parquet")
+    # The CSV's race and gender are ground truth; its missing age is inferred.
+    assert set(labels["race_source"]) == set(labels["gender_source"]) == {"ground_truth"}
+    assert set(labels["age_source"]) == {"inferred"}
+    comparison = read(generic_run, "results/fairness/comparison.parquet").set_index("attribute")
+    assert set(comparison.loc["race", "label_source"]) == {"ground_truth"}
+    assert set(comparison.loc["age", "label_source"]) == {"inferred"}
+    test_rows = ((manifest["split"] == "test") & (manifest["label_status"] == "ok")).sum()
+    assert len(read(generic_run, "results/predictions/baseline.parquet")) == test_rows
+
+    report = json.loads((generic_run / "results/group_labels/classifier_report.json").read_text())
+    utkface = report["external_evaluation"]["utkface"]
+    assert utkface["n_images"] == 120 and utkface["n_embedded"] == 120
+    race = utkface["attributes"]["race"]
+    assert race["taxonomy"]["classes"] == ["White", "Black", "Asian", "Indian", "Others"]
+    # Well above the 5-class majority rate: the FairFace classifier transfers.
+    assert race["accuracy"] > 0.4 and 0 <= race["expected_calibration_error"] <= 1
+    assert utkface["attributes"]["gender"]["accuracy"] > 0.65
+    per_class = pd.read_csv(generic_run / "results/group_labels/classifier_per_class.csv")
+    assert set(per_class["evaluated_on"]) == {"fairface_valid", "utkface"}
+    alignment = pd.read_csv(generic_run / "results/faces/alignment_report.csv")
+    assert {"generic", "fairface", "utkface"} <= set(alignment["dataset"])

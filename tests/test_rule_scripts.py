@@ -21,11 +21,17 @@ from fairfer.schemas import ALIGNED, MANIFEST, read_checked, write_parquet  # no
 
 def test_alignment_summary_reconciles_statuses():
     statuses = pd.DataFrame(
-        {"dataset": ["a", "a", "a", "b"], "status": ["ok", "fallback", "rejected", "ok"]}
+        {
+            "dataset": ["a", "a", "a", "a", "b"],
+            "status": ["ok", "ok", "fallback", "rejected", "ok"],
+            "detection_pass": [1, 2, None, None, 1],
+        }
     )
     summary = summarise(statuses).set_index("dataset")
-    assert summary.loc["a", "images"] == 3
-    assert summary.loc["a", "detected_rate"] == pytest.approx(1 / 3)
+    assert summary.loc["a", "images"] == 4
+    assert summary.loc["a", "detected_by_retry"] == 1
+    assert summary.loc["b", "detected_by_retry"] == 0
+    assert summary.loc["a", "detected_rate"] == pytest.approx(2 / 4)
     assert summary.loc["b", "rejected"] == 0
 
 

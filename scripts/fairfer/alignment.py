@@ -284,6 +284,9 @@ class AlignmentResult:
         The five landmarks, shape ``(5, 2)``, in original image coordinates, or None.
     probability : float or None
         MTCNN face probability of the selected box, or None.
+    detection_pass : int
+        1 when the face was found by the main detector settings, 2 when only the retry
+        settings found it, 0 for a fallback.
     """
 
     status: Literal["ok", "fallback"]
@@ -291,6 +294,24 @@ class AlignmentResult:
     box: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     probability: float | None = None
+    detection_pass: int = 0
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Detector settings of the second pass over images the first pass found no face in.
+
+    Attributes
+    ----------
+    pad_fraction : float
+        Border added on every side before detection, as in :class:`FaceAligner`; more than
+        the first pass so that faces overflowing the frame or in profile are found.
+    thresholds : tuple of float
+        MTCNN P-, R- and O-net score thresholds, usually lower than the first pass's.
+    """
+
+    pad_fraction: float
+    thresholds: tuple[float, float, float]
 
 
 @dataclass
@@ -336,6 +357,10 @@ class FaceAligner:
         Torch device for the detector networks.
     batch_size : int
         Maximum number of equally sized images per detector call.
+    retry : RetrySettings or None
+        Settings of a second detection pass over the images the first pass found no face in,
+        before falling back; None disables it. On FairFace a pass with more padding and lower
+        thresholds finds a face in two thirds of the first pass's misses, mostly profiles.
     """
 
     def __init__(
@@ -351,17 +376,17 @@ class FaceAligner:
         fallback: FallbackMode = "whole_frame",
         device: str | torch.device = "cpu",
         batch_size: int = 64,
+        retry: RetrySettings | None = None,
     ) -> None:
         if min_face_size < 12:
             raise ValueError(
                 f"min_face_size must be at least 12 (MTCNN's cell), got {min_face_size}"
             )
-        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise ValueError(f"thresholds must be three probabilities, got {thresholds!r}")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}; MTCNN uses 0.709")
-        if not 0.0 <= pad_fraction <= 1.0:
-            raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
+        _check_detector_settings(pad_fraction, thresholds)
+        if retry is not None:
+            _check_detector_settings(retry.pad_fraction, retry.thresholds)
         if upscale_min_side < 0:
             raise ValueError(f"upscale_min_side must be >= 0, got {upscale_min_side!r}")
         if fallback not in _FALLBACK_MODES:
@@ -377,6 +402,7 @@ class FaceAligner:
         self.upscale_min_side = upscale_min_side
         self.fallback = fallback
         self.batch_size = batch_size
+        self.retry = retry
         self.device = torch.device(device)
         self._pnet = PNet().to(self.device).eval()
         self._rnet = RNet().to(self.device).eval()
@@ -403,35 +429,71 @@ class FaceAligner:
         TypeError
             If an element of ``images`` is not a PIL image.
         """
-        prepared: list[_DetectorInput] = []
         for index, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise TypeError(
                     f"images[{index}] is a {type(image).__name__}, expected a PIL.Image.Image"
                 )
-            prepared.append(self._prepare(image))
+        rgb = [to_rgb(image) for image in images]
+        results = self._detection_pass(
+            rgb, range(len(rgb)), self.pad_fraction, self.thresholds, detection_pass=1
+        )
+        missed = [index for index, result in enumerate(results) if result is None]
+        if missed and self.retry is not None:
+            retried = self._detection_pass(
+                rgb, missed, self.retry.pad_fraction, self.retry.thresholds, detection_pass=2
+            )
+            for index, result in zip(missed, retried, strict=True):
+                results[index] = result
+        n_ok = sum(result is not None for result in results)
+        logger.debug("detected a face in %d of %d image(s)", n_ok, len(results))
+        if self.fallback == "reject":
+            return results
+        return [
+            AlignmentResult(status="fallback", crop=centre_square_resize(image, self.image_size))
+            if result is None
+            else result
+            for image, result in zip(rgb, results, strict=True)
+        ]
 
+    def _detection_pass(
+        self,
+        rgb: Sequence[Image.Image],
+        indices: Sequence[int],
+        pad_fraction: float,
+        thresholds: tuple[float, ...],
+        *,
+        detection_pass: int,
+    ) -> list[AlignmentResult | None]:
+        """Detect in ``rgb[i]`` for each i of ``indices``; None where no face was found."""
+        prepared = [self._prepare(rgb[index], pad_fraction) for index in indices]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for index, item in enumerate(prepared):
-            groups[item.detector_array.shape].append(index)
+        for position, item in enumerate(prepared):
+            groups[item.detector_array.shape].append(position)
 
         results: list[AlignmentResult | None] = [None] * len(prepared)
-        for shape, indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                detections = self._detect(np.stack([prepared[i].detector_array for i in chunk]))
-                for index, (boxes, points) in zip(chunk, detections, strict=True):
-                    results[index] = self._result(prepared[index], boxes, points)
-            logger.debug("aligned %d image(s) of detector shape %s", len(indices), shape)
-        n_ok = sum(r is not None and r.status == "ok" for r in results)
-        logger.debug("detected a face in %d of %d image(s)", n_ok, len(results))
+        for shape, positions in groups.items():
+            for start in range(0, len(positions), self.batch_size):
+                chunk = positions[start : start + self.batch_size]
+                detections = self._detect(
+                    np.stack([prepared[p].detector_array for p in chunk]), thresholds
+                )
+                for position, (boxes, points) in zip(chunk, detections, strict=True):
+                    results[position] = self._result(
+                        prepared[position], boxes, points, detection_pass
+                    )
+            logger.debug(
+                "pass %d: detected in %d image(s) of detector shape %s",
+                detection_pass,
+                len(positions),
+                shape,
+            )
         return results
 
-    def _prepare(self, image: Image.Image) -> _DetectorInput:
-        rgb = to_rgb(image)
+    def _prepare(self, rgb: Image.Image, pad_fraction: float) -> _DetectorInput:
         width, height = rgb.size
-        pad_x = round(self.pad_fraction * width)
-        pad_y = round(self.pad_fraction * height)
+        pad_x = round(pad_fraction * width)
+        pad_y = round(pad_fraction * height)
         if pad_x or pad_y:
             array = np.pad(np.asarray(rgb), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="edge")
             padded = Image.fromarray(array)
@@ -451,7 +513,9 @@ class FaceAligner:
             scale=scale,
         )
 
-    def _detect(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _detect(
+        self, batch: np.ndarray, thresholds: tuple[float, ...]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run MTCNN on a uint8 ``(n, h, w, 3)`` batch; return per-image boxes and points."""
         n_images = batch.shape[0]
         # With no pyramid level at least 12 pixels, facenet-pytorch fails on an empty
@@ -465,7 +529,7 @@ class FaceAligner:
                 self._pnet,
                 self._rnet,
                 self._onet,
-                list(self.thresholds),
+                list(thresholds),
                 self.factor,
                 self.device,
             )
@@ -478,7 +542,7 @@ class FaceAligner:
         ]
 
     def _result(
-        self, item: _DetectorInput, boxes: np.ndarray, points: np.ndarray
+        self, item: _DetectorInput, boxes: np.ndarray, points: np.ndarray, detection_pass: int
     ) -> AlignmentResult | None:
         scale = np.asarray(item.scale)
         # Undo the upscaling in continuous coordinates (pixel centres at +0.5) so the mapping
@@ -496,11 +560,7 @@ class FaceAligner:
             & (centres[:, 1] <= height - 1)
         )
         if not inside.any():
-            if self.fallback == "reject":
-                return None
-            return AlignmentResult(
-                status="fallback", crop=centre_square_resize(item.rgb, self.image_size)
-            )
+            return None
         candidates = np.flatnonzero(inside)
         extents = boxes_xy[candidates, 1] - boxes_xy[candidates, 0]
         best = candidates[np.argmax(extents[:, 0] * extents[:, 1])]
@@ -514,4 +574,12 @@ class FaceAligner:
             box=(boxes_xy[best] - pad).reshape(4),
             landmarks=landmarks,
             probability=float(boxes[best, 4]),
+            detection_pass=detection_pass,
         )
+
+
+def _check_detector_settings(pad_fraction: float, thresholds: Sequence[float]) -> None:
+    if not 0.0 <= pad_fraction <= 1.0:
+        raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
+    if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise ValueError(f"thresholds must be three probabilities, got {thresholds!r}")

@@ -1,25 +1,37 @@
-"""Fetch datasets and weights from a local path or URL, and unpack zip archives safely.
+"""Fetch datasets and weights from a local path, a URL or Kaggle, and unpack archives safely.
 
-A configured source is a local path, a ``file://`` URL or an ``http(s)://`` URL. Whatever
-the source, the bytes go to a ``<destination>.part`` file first and are published with
-:func:`os.replace` only once complete (and verified, when a sha256 is configured), so a
-killed job never leaves a truncated file where the pipeline expects a finished one.
+A configured source is a local path, a ``file://`` URL, an ``http(s)://`` URL or
+``kaggle://<owner>/<dataset>[/<file>][?version=<n>]``; ``manual`` names datasets the user places
+by hand, which are never fetched. Whatever the source, the bytes go to a
+``<destination>.part`` file first and are published with :func:`os.replace` only once complete
+(and verified, when a sha256 is configured), so a killed job never leaves a truncated file where
+the pipeline expects a finished one.
+
+Kaggle downloads use the public REST API that the official ``kaggle`` client calls,
+``GET {endpoint}/api/v1/datasets/download/{owner}/{dataset}[/{file}]`` with HTTP Basic
+authentication, and follow its redirect to the storage URL (the credentials are not forwarded
+there). Credentials and endpoint are read as the official client reads them:
+``KAGGLE_USERNAME`` and ``KAGGLE_KEY``, else ``kaggle.json`` in ``$KAGGLE_CONFIG_DIR`` or
+``~/.kaggle``; ``KAGGLE_API_ENDPOINT`` overrides ``https://www.kaggle.com``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
+import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 from urllib.request import url2pathname
 
 import requests
@@ -33,6 +45,13 @@ _PROGRESS_INTERVAL_S = 10.0
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+_KAGGLE_RE = re.compile(
+    r"kaggle://(?P<owner>[^/?#]+)/(?P<dataset>[^/?#]+)(?:/(?P<file>[^?#]+))?(?:\?(?P<query>.*))?"
+)
+#: Source value of datasets the user obtains and places by hand (never fetched).
+MANUAL = "manual"
+KAGGLE_DEFAULT_ENDPOINT = "https://www.kaggle.com"
+KAGGLE_TOKEN_PAGE = "https://www.kaggle.com/settings"
 
 
 class DownloadError(RuntimeError):
@@ -48,7 +67,131 @@ class ChecksumMismatchError(DownloadError):
 
 
 class UnsafeArchiveError(DownloadError):
-    """A zip member would be written outside the extraction directory."""
+    """An archive member would be written outside the extraction directory."""
+
+
+class CredentialsError(DownloadError):
+    """A source needs credentials that are missing, malformed or refused."""
+
+
+class ManualSourceError(DownloadError):
+    """A dataset configured as ``manual`` was asked to be fetched."""
+
+
+@dataclass(frozen=True)
+class KaggleSource:
+    """A parsed ``kaggle://owner/dataset[/file][?version=n]`` source."""
+
+    owner: str
+    dataset: str
+    file: str | None = None
+    version: int | None = None
+
+    @property
+    def page(self) -> str:
+        """The dataset's web page, where its rules are accepted."""
+        return f"https://www.kaggle.com/datasets/{self.owner}/{self.dataset}"
+
+    def download_url(self, endpoint: str = KAGGLE_DEFAULT_ENDPOINT) -> str:
+        """The REST download URL under ``endpoint`` (with or without its ``/api/v1``)."""
+        base = endpoint.rstrip("/")
+        if not base.endswith("/api/v1"):
+            base += "/api/v1"
+        url = f"{base}/datasets/download/{quote(self.owner)}/{quote(self.dataset)}"
+        if self.file is not None:
+            url += f"/{quote(self.file)}"
+        if self.version is not None:
+            url += f"?datasetVersionNumber={self.version}"
+        return url
+
+
+@dataclass(frozen=True)
+class KaggleCredentials:
+    """A Kaggle user name and API key, and where they were read (for error messages)."""
+
+    username: str
+    key: str
+    origin: str
+
+
+def parse_kaggle_source(source: str) -> KaggleSource:
+    """Parse ``kaggle://<owner>/<dataset>[/<file>][?version=<n>]``.
+
+    Raises
+    ------
+    ValueError
+        The source is malformed (missing owner or dataset, or a bad version).
+    """
+    match = _KAGGLE_RE.fullmatch(source.strip())
+    if match is None:
+        raise ValueError(
+            f"Kaggle source {source!r} is malformed; write kaggle://<owner>/<dataset>, e.g. "
+            "kaggle://shuvoalok/raf-db-dataset, optionally followed by /<file> and ?version=<n>."
+        )
+    query = parse_qs(match["query"] or "", keep_blank_values=True)
+    unknown = sorted(set(query) - {"version"})
+    versions = query.get("version", [])
+    if unknown or len(versions) > 1 or (versions and not versions[0].isdigit()):
+        raise ValueError(
+            f"Kaggle source {source!r}: the only query parameter is version=<positive integer>"
+        )
+    return KaggleSource(
+        owner=match["owner"],
+        dataset=match["dataset"],
+        file=unquote(match["file"]) if match["file"] else None,
+        version=int(versions[0]) if versions else None,
+    )
+
+
+def source_file_name(source: str) -> str:
+    """The file name a source refers to (a Kaggle dataset's name when no file is given)."""
+    match = _SCHEME_RE.match(source)
+    scheme = match.group(1).lower() if match else ""
+    if scheme == "kaggle":
+        kaggle = parse_kaggle_source(source)
+        return PurePosixPath(kaggle.file).name if kaggle.file else kaggle.dataset
+    if scheme:
+        return PurePosixPath(unquote(urlparse(source).path)).name or "download"
+    return Path(source).name
+
+
+def kaggle_credentials(environ: Mapping[str, str] | None = None) -> KaggleCredentials:
+    """Kaggle credentials from the places the official client reads, in its order.
+
+    ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` first; otherwise ``kaggle.json`` (``{"username":
+    ..., "key": ...}``) in ``$KAGGLE_CONFIG_DIR`` when set, else in ``~/.kaggle``.
+
+    Raises
+    ------
+    CredentialsError
+        Neither is available or the file is malformed; the message says where to put them.
+    """
+    env = os.environ if environ is None else environ
+    username, key = env.get("KAGGLE_USERNAME"), env.get("KAGGLE_KEY")
+    if username and key:
+        return KaggleCredentials(username, key, "environment variables KAGGLE_USERNAME/KAGGLE_KEY")
+    config_dir = env.get("KAGGLE_CONFIG_DIR")
+    path = Path(config_dir).expanduser() if config_dir else Path.home() / ".kaggle"
+    path = path / "kaggle.json"
+    where = (
+        f"Create an API token on {KAGGLE_TOKEN_PAGE} (section API, 'Create New Token'), save "
+        f"the kaggle.json it downloads as {path} and make it private (chmod 600 {path}); or "
+        f"export KAGGLE_USERNAME and KAGGLE_KEY. KAGGLE_CONFIG_DIR moves the folder that holds "
+        f"kaggle.json."
+    )
+    if not path.is_file():
+        partial = " (only one of KAGGLE_USERNAME / KAGGLE_KEY is set)" if username or key else ""
+        raise CredentialsError(f"No Kaggle credentials found{partial}. {where}")
+    try:
+        values = json.loads(path.read_text())
+        username, key = values["username"], values["key"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise CredentialsError(
+            f"{path} is not a Kaggle API token file with 'username' and 'key' ({error!r}). {where}"
+        ) from error
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        logger.warning("%s is readable by other users; run chmod 600 %s", path, path)
+    return KaggleCredentials(str(username), str(key), str(path))
 
 
 class _TransientError(Exception):
@@ -89,7 +232,8 @@ def fetch(
     Parameters
     ----------
     source : str
-        Local path, ``file://`` URL or ``http(s)://`` URL.
+        Local path, ``file://`` URL, ``http(s)://`` URL or ``kaggle://<owner>/<dataset>
+        [/<file>][?version=<n>]`` (credentials and endpoint as in :func:`kaggle_credentials`).
     destination : Path
         Where the file ends up; parent directories are created. An existing file there is
         replaced only after the new one is complete and verified.
@@ -120,11 +264,16 @@ def fetch(
         The local source does not exist.
     ChecksumMismatchError
         The content does not match ``sha256``; the partial file is deleted.
+    CredentialsError
+        A Kaggle source without credentials, or credentials Kaggle refuses (HTTP 401/403).
+    ManualSourceError
+        ``source`` is ``manual``: the user places such files, the pipeline never fetches them.
     DownloadError
         Unsupported URL scheme, an HTTP client error, or retries exhausted (the ``.part``
         file is kept so that a rerun resumes).
     ValueError
-        ``sha256`` is not a 64-character hex digest, or a numeric option is out of range.
+        ``sha256`` is not a 64-character hex digest, a Kaggle source is malformed, or a
+        numeric option is out of range.
     """
     destination = Path(destination)
     expected = _normalise_sha256(sha256, source)
@@ -137,28 +286,51 @@ def fetch(
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
 
+    if source.strip() == MANUAL:
+        raise ManualSourceError(
+            f"{destination} comes from a source marked 'manual', which the pipeline does not "
+            f"fetch: obtain the file yourself and place it where the configuration says. "
+            f"{hint}".rstrip()
+        )
     match = _SCHEME_RE.match(source)
     scheme = match.group(1).lower() if match else ""
+    download = {
+        "part": part,
+        "hint": hint,
+        "chunk_size": chunk_size,
+        "timeout": timeout,
+        "retries": retries,
+        "backoff": backoff,
+    }
     if scheme in ("http", "https"):
+        actual = _download(source, **download)
+    elif scheme == "kaggle":
+        kaggle = parse_kaggle_source(source)
+        credentials = kaggle_credentials()
+        endpoint = os.environ.get("KAGGLE_API_ENDPOINT") or KAGGLE_DEFAULT_ENDPOINT
         actual = _download(
-            source,
-            part,
-            hint=hint,
-            chunk_size=chunk_size,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
+            kaggle.download_url(endpoint),
+            auth=(credentials.username, credentials.key),
+            client_error=_kaggle_error(kaggle, credentials, hint),
+            **download,
         )
     elif scheme in ("", "file"):
         actual = _copy(_local_path(source), part, source=source, hint=hint, chunk_size=chunk_size)
     else:
         raise DownloadError(
-            f"Unsupported source {source!r} for {destination}: only local paths, file:// and "
-            f"http(s):// URLs are supported. Download it by hand and point the source at the "
-            f"local file. {hint}".rstrip()
+            f"Unsupported source {source!r} for {destination}: only local paths, file://, "
+            f"http(s):// and kaggle:// URLs are supported. Download it by hand and point the "
+            f"source at the local file. {hint}".rstrip()
         )
 
-    if expected is not None and actual != expected:
+    if expected is None:
+        logger.warning(
+            "No sha256 configured for %s; fetched content has sha256 %s. Configure it to make "
+            "reruns reproducible and to catch a changed or corrupt download.",
+            source,
+            actual,
+        )
+    elif actual != expected:
         part.unlink(missing_ok=True)
         raise ChecksumMismatchError(
             f"sha256 mismatch for {source} (fetched for {destination}): expected {expected}, "
@@ -249,6 +421,68 @@ def extract_zip(
     return destination
 
 
+def extract_archive(archive: Path, destination: Path, *, plain_file_name: str) -> Path:
+    """Unpack a zip or tar archive (any compression) into ``destination``, atomically.
+
+    The format is read from the content, not the name, because downloads are stored under a
+    fixed name. A file that is neither (a single CSV fetched from Kaggle, say) is placed in
+    ``destination`` as ``plain_file_name``. As with :func:`extract_zip`, the content goes to a
+    hidden sibling first and replaces ``destination`` only when complete.
+
+    Raises
+    ------
+    SourceNotFoundError
+        ``archive`` does not exist.
+    UnsafeArchiveError
+        A member would land outside ``destination`` (absolute path, ``..``, or a link or
+        device in a tar archive); nothing is extracted.
+    """
+    archive = Path(archive)
+    destination = Path(destination)
+    if not archive.is_file():
+        raise SourceNotFoundError(
+            f"Archive {archive} does not exist; fetch it first or fix its configured path."
+        )
+    if zipfile.is_zipfile(archive):
+        return extract_zip(archive, destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_extractions(destination)
+    staging = Path(
+        tempfile.mkdtemp(
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
+        )
+    )
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _check_tar_member(member, archive)
+                logger.info("Extracting %d members of %s -> %s", len(members), archive, destination)
+                # The members were checked above; the "data" filter (Python >= 3.11.4) also
+                # drops permission bits such as setuid.
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(staging, members=members, **safe)
+        else:
+            logger.info("%s is not an archive; keeping it as %s", archive, plain_file_name)
+            shutil.copyfile(archive, staging / plain_file_name)
+        _swap_into_place(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
+
+
+def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
+    _check_member_name(member.name, archive)
+    if not (member.isfile() or member.isdir()):
+        # Links and device files are how a hostile tar escapes its directory; datasets have none.
+        raise UnsafeArchiveError(
+            f"Refusing to extract {archive}: member {member.name!r} is a link or special file. "
+            f"Nothing was extracted; obtain the archive from a trustworthy source."
+        )
+
+
 def _normalise_sha256(sha256: str | None, source: str) -> str | None:
     if sha256 is None:
         return None
@@ -295,6 +529,37 @@ def _copy(src: Path, part: Path, *, source: str, hint: str, chunk_size: int) -> 
     return hasher.hexdigest()
 
 
+def _kaggle_error(
+    kaggle: KaggleSource, credentials: KaggleCredentials, hint: str
+) -> Callable[[int, str], DownloadError | None]:
+    """Errors for the HTTP statuses Kaggle answers when a download is refused."""
+
+    def explain(status: int, reason: str) -> DownloadError | None:
+        name = f"{kaggle.owner}/{kaggle.dataset}" + (f"/{kaggle.file}" if kaggle.file else "")
+        if status == 401:
+            return CredentialsError(
+                f"Kaggle refused the credentials of user {credentials.username!r} read from "
+                f"{credentials.origin} (HTTP 401 {reason}) while downloading {name}. The key is "
+                f"wrong or was revoked: create a new token on {KAGGLE_TOKEN_PAGE} and replace "
+                f"them. {hint}".rstrip()
+            )
+        if status == 403:
+            return CredentialsError(
+                f"Kaggle user {credentials.username!r} (credentials from {credentials.origin}) "
+                f"may not download {name} (HTTP 403 {reason}). Open {kaggle.page} while logged "
+                f"in and accept the dataset's terms if it asks, or check that the key belongs "
+                f"to an account with access. {hint}".rstrip()
+            )
+        if status == 404:
+            return DownloadError(
+                f"Kaggle has no dataset or file {name} (HTTP 404 {reason}); check the owner, "
+                f"dataset and file names against {kaggle.page}. {hint}".rstrip()
+            )
+        return None
+
+    return explain
+
+
 def _download(
     url: str,
     part: Path,
@@ -304,13 +569,23 @@ def _download(
     timeout: float,
     retries: int,
     backoff: float,
+    auth: tuple[str, str] | None = None,
+    client_error: Callable[[int, str], DownloadError | None] | None = None,
 ) -> str:
     attempt = 0
     with requests.Session() as session:
+        # requests drops these credentials when a redirect leaves the host (Kaggle's storage).
+        session.auth = auth
         while True:
             try:
                 return _download_attempt(
-                    session, url, part, hint=hint, chunk_size=chunk_size, timeout=timeout
+                    session,
+                    url,
+                    part,
+                    hint=hint,
+                    chunk_size=chunk_size,
+                    timeout=timeout,
+                    client_error=client_error,
                 )
             except (
                 requests.ConnectionError,
@@ -350,6 +625,7 @@ def _download_attempt(
     hint: str,
     chunk_size: int,
     timeout: float,
+    client_error: Callable[[int, str], DownloadError | None] | None = None,
 ) -> str:
     offset = part.stat().st_size if part.exists() else 0
     # Compressed transfer would make byte offsets refer to the encoded stream, not the file.
@@ -369,6 +645,9 @@ def _download_attempt(
         if status >= 500 or status == 429:
             raise _TransientError(f"HTTP {status} {response.reason}")
         if status not in (200, 206):
+            explained = client_error(status, response.reason) if client_error else None
+            if explained is not None:
+                raise explained
             raise DownloadError(
                 f"HTTP {status} {response.reason} for {url} (downloading to {part}). Check "
                 f"that the URL is right and reachable. {hint}".rstrip()

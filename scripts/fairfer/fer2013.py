@@ -70,7 +70,8 @@ def _require(path: Path, what: str) -> Path:
         raise FileNotFoundError(
             f"FER2013 {what} {path} is missing. Point config key datasets.ferplus.path at a "
             f"directory holding {PIXELS_FILE} (the ICML 2013 challenge file with columns emotion, "
-            f"pixels, Usage) and {LABELS_FILE} (from the FERPlus repository)."
+            f"pixels, Usage) and {LABELS_FILE} (from the FERPlus repository; or set "
+            f"datasets.ferplus.votes_csv to where {LABELS_FILE} is)."
         )
     return path
 
@@ -80,15 +81,20 @@ def build_manifest(
     *,
     sample_per_split: Mapping[str, int] | None = None,
     seed: int = 0,
+    labels_path: str | Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Manifest rows, with PNG image bytes, for the FER+ faces of ``fer2013.csv``.
 
     Parameters
     ----------
     root
-        Directory holding ``fer2013.csv`` and ``fer2013new.csv``.
+        Directory holding ``fer2013.csv`` and (unless ``labels_path`` says otherwise)
+        ``fer2013new.csv``.
     sample_per_split, seed
         Seeded subset size of each split named, for quick runs (drawn before encoding).
+    labels_path
+        ``fer2013new.csv`` when it is not in ``root`` (e.g. next to a Kaggle copy of
+        ``fer2013.csv``).
 
     Returns
     -------
@@ -101,7 +107,9 @@ def build_manifest(
     """
     root = Path(root)
     pixels_path = _require(root / PIXELS_FILE, "pixel file")
-    labels_path = _require(root / LABELS_FILE, "label file")
+    labels_path = _require(
+        Path(labels_path) if labels_path is not None else root / LABELS_FILE, "label file"
+    )
     pixels = pd.read_csv(pixels_path, dtype=str, keep_default_na=False)
     missing = sorted({"pixels", "Usage"} - set(pixels.columns))
     if missing:

@@ -103,19 +103,21 @@ def build_manifest(
     sample_per_split: dict[str, int] | None = None,
     seed: int = 0,
     vote_source: str = "official",
+    labels_path: Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int | str]]:
     """Manifest rows (without image bytes) for every FER+ image found under ``root``.
 
     Images are those listed in the split folders' ``label.csv``. Their votes come from
     ``fer2013new.csv`` (``vote_source="official"``, the published labels, which can be newer
     than a generated layout) or from the folders' own ``label.csv`` (``"folder"``); the two are
-    compared either way. ``sample_per_split`` keeps a seeded random subset of each split (for
-    quick runs); the returned counts say how many official rows had no PNG or disagreed.
+    compared either way. ``labels_path`` is ``fer2013new.csv`` when it is not in ``root``.
+    ``sample_per_split`` keeps a seeded random subset of each split (for quick runs); the
+    returned counts say how many official rows had no PNG or disagreed.
     """
     if vote_source not in ("official", "folder"):
         raise ValueError(f"vote_source must be 'official' or 'folder', got {vote_source!r}")
     root = Path(root)
-    official_path = root / "fer2013new.csv"
+    official_path = Path(labels_path) if labels_path is not None else root / "fer2013new.csv"
     for required in [official_path, *(root / folder for folder in SPLIT_FOLDERS.values())]:
         if not required.exists():
             raise FileNotFoundError(

@@ -91,6 +91,8 @@ ALIGNED = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("reject_reason", pa.string()),
         pa.field("detection_probability", pa.float32()),
+        # 1: found by the main detector settings; 2: only by the retry pass; null otherwise.
+        pa.field("detection_pass", pa.uint8()),
         pa.field("box", pa.list_(pa.float32(), 4)),
         # Five (x, y) landmarks flattened: eyes, nose, mouth corners, in source-image pixels.
         pa.field("landmarks", pa.list_(pa.float32(), 10)),
@@ -235,10 +237,15 @@ def publish_manifest(
     report: dict,
     report_path: Path,
 ) -> dict:
-    """Attach each image's bytes as stored, write the manifest and its JSON count report."""
-    manifest = manifest.assign(
-        image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
-    )
+    """Write the manifest with each image's bytes, and its JSON count report.
+
+    Bytes are read from ``image_root / source_path`` unless the adapter already encoded them
+    (an ``image`` column, as for ``fer2013.csv`` whose pixels are not files).
+    """
+    if "image" not in manifest:
+        manifest = manifest.assign(
+            image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
+        )
     write_parquet(manifest, manifest_path, MANIFEST)
     report = {
         **report,

@@ -6,8 +6,8 @@ cropped release): age is an integer (0-116), gender 0 male / 1 female, race 0 Wh
 field; they are counted and skipped. UTKFace has no emotion labels and no official split: the
 split is drawn per image with a seed.
 
-Ages are stored as FairFace's nine bins; races keep UTKFace's vocabulary, and
-:data:`RACE_TO_FAIRFACE` says which FairFace classes each one corresponds to.
+Ages are stored as FairFace's nine bins (:func:`fairface_age_bin`); races keep UTKFace's
+vocabulary, and :data:`RACE_TO_FAIRFACE` says which FairFace classes each one corresponds to.
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ FILE_NAME = re.compile(
 )
 GENDERS: dict[str, str] = {"0": "Male", "1": "Female"}
 RACES: dict[str, str] = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
-#: FairFace race classes each UTKFace race corresponds to. "Asian" covers both of FairFace's
-#: Asian classes (UTKFace does not separate them), so it is a coarse group; "Others" mixes
-#: Latino_Hispanic, Middle Eastern and anything else and maps to none.
+#: FairFace race classes each UTKFace race corresponds to; every FairFace class belongs to
+#: exactly one. "Asian" covers both of FairFace's Asian classes (UTKFace does not separate
+#: them). "Others" is documented as "like Hispanic, Latino, Middle Eastern", so FairFace's
+#: Latino_Hispanic and Middle Eastern map there; it also holds faces of other groups that have
+#: no FairFace class, so agreement on "Others" is the loosest of the five.
 RACE_TO_FAIRFACE: dict[str, tuple[str, ...]] = {
     "White": ("White",),
     "Black": ("Black",),
     "Asian": ("East Asian", "Southeast Asian"),
     "Indian": ("Indian",),
-    "Others": (),
+    "Others": ("Latino_Hispanic", "Middle Eastern"),
 }
 #: Lowest age of each FairFace bin, in :data:`FAIRFACE_AGES` order.
 FAIRFACE_AGE_STARTS: tuple[int, ...] = (0, 3, 10, 20, 30, 40, 50, 60, 70)

@@ -4,6 +4,11 @@ rule match_race_labels:
         reference_manifest="results/manifests/fairface.parquet",
         target=shard_files(EMBEDDED_SHARD, EMOTION_DATASET),
         target_manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+        # Labelled demographic datasets the classifiers are also evaluated on.
+        external=[shard_files(EMBEDDED_SHARD, d) for d in EXTERNAL_REFERENCES],
+        external_manifests=expand(
+            "results/manifests/{dataset}.parquet", dataset=EXTERNAL_REFERENCES
+        ),
         modules=package_modules("match_race_labels"),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
@@ -15,6 +20,7 @@ rule match_race_labels:
         matching=config["race_matching"],
         seed=config["seed"],
         dataset=EMOTION_DATASET,
+        external_references=EXTERNAL_REFERENCES,
     log:
         "logs/match_race_labels.log",
     benchmark:

@@ -1,0 +1,163 @@
+"""``snakemake -n`` for every emotion dataset and source kind: the DAG resolves, or the run
+stops before any job with an error saying what to place where.
+
+The dry runs use a scratch copy of the workflow whose data/ holds empty files in the expected
+places: planning checks that inputs exist, not what they contain.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FAIRFACE_FILES = (
+    "fairface/fairface-img-margin025-trainval.zip",
+    "fairface/fairface_label_train.csv",
+    "fairface/fairface_label_val.csv",
+)
+FERPLUS_FILES = (
+    "ferplus/FER2013Train/label.csv",
+    "ferplus/FER2013Valid/label.csv",
+    "ferplus/FER2013Test/label.csv",
+    "ferplus/fer2013new.csv",
+)
+
+
+def touch(root: Path, *relative: str) -> None:
+    for name in relative:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).touch()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("dry_runs")
+    for name in ("workflow", "scripts", "config", "envs"):
+        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    touch(workdir / "data", *FAIRFACE_FILES, *FERPLUS_FILES)
+    return workdir
+
+
+def dry_run(workdir: Path, override: dict, *, check: bool = True) -> tuple[dict, str]:
+    """Planned jobs per rule (with their wildcards) and the whole output."""
+    name = f"case{len(list((workdir / 'config').glob('case*.yaml')))}.yaml"
+    (workdir / "config" / name).write_text(yaml.safe_dump(override))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1"]
+        + ["--configfile", "config/config.yaml", f"config/{name}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    if check and result.returncode != 0:
+        raise AssertionError(f"dry run of {override} failed:\n{output[-6000:]}")
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.setdefault(match.group(1), []).append(wildcards.group(1) if wildcards else "")
+    return jobs, output
+
+
+def test_ferplus_png_folders_with_utkface_as_external_reference(workdir, tmp_path):
+    override = {
+        "race_matching": {"external_references": ["utkface"]},
+        "datasets": {"utkface": {"path": str(tmp_path)}},
+    }
+    jobs, output = dry_run(workdir, override)
+    assert {"ingest_ferplus", "ingest_utkface"} <= set(jobs) and "download_dataset" not in jobs
+    assert "dataset=ferplus, shard=0" in jobs["align_faces"]
+    assert {f"dataset=utkface, shard={k}" for k in range(4)} <= set(jobs["embed_faces"])
+    assert (
+        "results/embeddings/utkface/shard-3.parquet" in output.split("rule match_race_labels:")[1]
+    )
+    assert {"train_model", "compare_strategies"} <= set(jobs)
+
+
+def test_ferplus_fer2013_csv_layout(workdir, tmp_path):
+    touch(tmp_path, "fer2013.csv", "fer2013new.csv")
+    jobs, _ = dry_run(
+        workdir, {"datasets": {"ferplus": {"layout": "fer2013_csv", "path": str(tmp_path)}}}
+    )
+    assert "ingest_ferplus" in jobs and len(jobs["train_model"]) == 3
+
+
+def test_rafdb_placed_by_hand(workdir, tmp_path):
+    touch(tmp_path, "EmoLabel/list_patition_label.txt")
+    jobs, _ = dry_run(
+        workdir, {"emotion_dataset": "rafdb", "datasets": {"rafdb": {"path": str(tmp_path)}}}
+    )
+    assert "ingest_rafdb" in jobs and "ingest_ferplus" not in jobs
+    assert "dataset=rafdb, shard=0" in jobs["embed_faces"]
+
+
+def test_rafdb_from_kaggle_is_downloaded_by_a_local_rule(workdir):
+    override = {
+        "emotion_dataset": "rafdb",
+        "datasets": {"rafdb": {"source": "kaggle://shuvoalok/raf-db-dataset", "path": "nowhere"}},
+    }
+    jobs, output = dry_run(workdir, override)
+    assert jobs["download_dataset"] == ["dataset=rafdb"]
+    assert "resources/datasets/rafdb" in output and "ingest_rafdb" in jobs
+
+
+def test_generic_csv_dataset(workdir, tmp_path):
+    touch(tmp_path, "labels.csv")
+    override = {
+        "emotion_dataset": "generic",
+        "datasets": {"generic": {"path": str(tmp_path), "manifest_csv": "labels.csv"}},
+    }
+    jobs, _ = dry_run(workdir, override)
+    assert "ingest_generic" in jobs and "augment_demographics" in jobs
+    assert "dataset=generic, shard=1" in jobs["align_faces"]
+
+
+def test_generic_folder_sets_from_an_http_archive(workdir):
+    override = {
+        "emotion_dataset": "generic",
+        "datasets": {
+            "generic": {
+                "format": "folder_sets",
+                "source": "https://example.org/faces.tar.gz",
+                "sha256": "0" * 64,
+                "archive_root": "faces",
+            }
+        },
+    }
+    jobs, _ = dry_run(workdir, override)
+    assert jobs["download_dataset"] == ["dataset=generic"]
+
+
+def test_missing_manual_dataset_says_what_to_place_where(workdir, tmp_path):
+    (tmp_path / "raf").mkdir()
+    override = {"emotion_dataset": "rafdb", "datasets": {"rafdb": {"path": str(tmp_path / "raf")}}}
+    _, output = dry_run(workdir, override, check=False)
+    for expected in (
+        f"missing: {tmp_path}/raf/EmoLabel/list_patition_label.txt or",
+        f"{tmp_path}/raf/train_labels.csv",
+        "datasets.rafdb.path",
+        "source: manual",
+        "Image/aligned/*_aligned.jpg",
+        "kaggle://shuvoalok/raf-db-dataset",
+    ):
+        assert expected in output
+    assert "rule ingest_rafdb" not in output
+
+
+def test_missing_local_archive_names_file_and_hash(workdir, tmp_path):
+    archive = tmp_path / "generic.zip"
+    override = {
+        "emotion_dataset": "generic",
+        "datasets": {"generic": {"source": str(archive), "sha256": "a" * 64}},
+    }
+    _, output = dry_run(workdir, override, check=False)
+    assert f"{archive} (config key datasets.generic.source) does not exist" in output
+    assert f"sha256 {'a' * 64}" in output and "columns path and emotion" in output
