@@ -2,9 +2,11 @@
 
 Aligns ``--images`` FairFace images once (not timed), then times the embedding rule's code
 path (DataLoader decoding PNG crops in worker processes, batched forward pass) for each
-combination of loader workers and batch size, with ``--threads`` torch threads.
+combination of loader workers and batch size, with ``--threads`` torch threads, on the CPU or,
+with ``--device cuda``, on a GPU (crops are decoded on the CPU either way).
 
     .venv/bin/python benchmarks/embedding_throughput.py --images 512 --threads 2
+    .venv/bin/python benchmarks/embedding_throughput.py --images 2048 --device cuda
 """
 
 import argparse
@@ -45,6 +47,18 @@ def aligned_sample(archive: Path, n_images: int, destination: Path) -> Path:
     return write_parquet(pd.DataFrame(records), destination, ALIGNED)
 
 
+class OnDevice(torch.nn.Module):
+    """Runs ``model`` on ``device`` and returns CPU tensors, as the embedding rule expects."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model = model.to(device)
+        self.device = device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.to(self.device, non_blocking=True)).cpu()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -52,6 +66,7 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
     parser.add_argument(
         "--weights",
         type=Path,
@@ -61,10 +76,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     weights = "sandberg-keras" if args.weights else "random"
     model, _ = load_facenet(weights, state_dict_path=args.weights)
+    model = OnDevice(model, torch.device(args.device))
     preprocess = preprocessing_for(weights)
+    with torch.inference_mode():
+        # Untimed warm-up: first-call allocations and, on a GPU, kernel selection.
+        model(preprocess(torch.zeros(8, 3, 160, 160)))
     with tempfile.TemporaryDirectory() as scratch:
         path = aligned_sample(args.archive, args.images, Path(scratch) / "aligned.parquet")
-        print(f"FaceNet embedding, {args.images} FairFace crops, {args.threads} torch threads")
+        print(
+            f"FaceNet embedding, {args.images} FairFace crops, {args.threads} torch threads, "
+            f"device {args.device}"
+        )
         print("loader_workers  batch_size  images/s")
         for workers in (0, 1, 2):
             for batch_size in (32, 64):

@@ -1,6 +1,5 @@
 """Detect and align the faces of one shard of a dataset manifest (MTCNN + 5-point template)."""
 
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,19 +7,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fairfer.alignment import AlignmentResult, FaceAligner, RetrySettings, encode_png
+from fairfer.images import UnusableImageError, decode_image
 from fairfer.schemas import ALIGNED, write_parquet
 
 logger = logging.getLogger(__name__)
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode encoded bytes fully (so a truncated file fails here, not in the detector)."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def shard_rows(manifest: Path, shard: int, shards: int, batch_size: int) -> Iterator[pa.Table]:
@@ -64,15 +57,15 @@ def aligned_record(row: dict, result: AlignmentResult | None, reason: str | None
 
 
 def align_rows(rows: pa.Table, aligner: FaceAligner) -> list[dict]:
-    """Align a table of manifest rows; undecodable images and faceless rejects get a reason."""
+    """Align a table of manifest rows; unusable images and faceless rejects get a reason."""
     pylist = rows.to_pylist()
     records: list[dict | None] = [None] * rows.num_rows
     decoded: list[tuple[int, Image.Image]] = []
     for index, row in enumerate(pylist):
         try:
             decoded.append((index, decode_image(row["image"])))
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            records[index] = aligned_record(row, None, f"undecodable image: {error}")
+        except UnusableImageError as error:
+            records[index] = aligned_record(row, None, str(error))
     results = aligner.align([image for _, image in decoded])
     for (index, _), result in zip(decoded, results, strict=True):
         records[index] = aligned_record(pylist[index], result, None if result else "no face found")
@@ -89,6 +82,7 @@ def align_shard(
         thresholds=tuple(alignment["thresholds"]),
         pad_fraction=alignment["pad_fraction"],
         upscale_min_side=alignment["upscale_min_side"],
+        max_detector_side=alignment["max_detector_side"],
         fallback=alignment["fallback"],
         batch_size=alignment["batch_size"],
         retry=None

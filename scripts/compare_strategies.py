@@ -1,42 +1,93 @@
-"""One table across strategies (deltas against the baseline) and a metrics JSON for DVC."""
+"""Every strategy against the baseline (paired bootstrap), over seeds; metrics JSON for DVC."""
 
 import json
 import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from fairfer.fairness import compare_strategies, write_table
-from fairfer.uncertainty import INTERVAL_METRICS
+from fairfer.fairness import RUN_KEYS, write_table
+from fairfer.report import HEADLINE_METRICS
+from fairfer.schemas import schema_metadata
+from fairfer.tables import compare_runs, with_interval_text
+from fairfer.uncertainty import interval_inputs, label_accuracies
 
 logger = logging.getLogger(__name__)
 
 
 def headline_metrics(comparison: pd.DataFrame) -> dict:
-    """Nested {strategy: {attribute: {metric: value}}} of the figures worth tracking."""
+    """Nested {[model:] strategy: {attribute: {figure: value}}} of the figures worth tracking.
+
+    Per headline metric: its value (mean over seeds), bootstrap interval, change against the
+    baseline and that change's paired interval; NaN becomes null.
+    """
+    keys = [k for k in RUN_KEYS if k in comparison.columns and k != "seed"]
     metrics: dict = {}
-    for row in comparison.to_dict("records"):
-        metrics.setdefault(row["strategy"], {})[row["attribute"]] = {
-            key: None if pd.isna(row[key]) else round(float(row[key]), 6)
-            for key in INTERVAL_METRICS
-        }
+    rows = comparison[comparison["metric"].isin(HEADLINE_METRICS)]
+    for row in rows.to_dict("records"):
+        node = metrics
+        for key in keys:
+            node = node.setdefault(str(row[key]), {})
+        figures = node.setdefault(row["attribute"], {})
+        for column, suffix in (
+            ("estimate", ""),
+            ("estimate_ci_low", "_ci_low"),
+            ("estimate_ci_high", "_ci_high"),
+            ("delta", "_delta"),
+            ("delta_ci_low", "_delta_ci_low"),
+            ("delta_ci_high", "_delta_ci_high"),
+        ):
+            value = row[column]
+            figures[f"{row['metric']}{suffix}"] = None if pd.isna(value) else round(float(value), 6)
     return metrics
 
 
-def compare(summaries: list[Path], table_path: Path, metrics_path: Path) -> pd.DataFrame:
-    summary = pd.concat([pd.read_parquet(path) for path in summaries], ignore_index=True)
-    comparison = compare_strategies(summary)
-    write_table(comparison, table_path.with_suffix(""))
-    metrics_path.write_text(json.dumps(headline_metrics(comparison), indent=2) + "\n")
-    return comparison
+def compare(
+    prediction_paths: list[Path],
+    group_labels_path: Path,
+    classifier_report: dict,
+    *,
+    attributes: list,
+    uncertainty: dict,
+    seed: int,
+    baseline: str,
+) -> dict[str, pd.DataFrame]:
+    predictions = pd.concat(
+        [pq.read_table(path).to_pandas() for path in prediction_paths], ignore_index=True
+    )
+    classes = json.loads(schema_metadata(prediction_paths[0])["classes"])
+    _, posteriors = interval_inputs(uncertainty, group_labels_path, attributes)
+    return compare_runs(
+        predictions,
+        attributes=attributes,
+        classes=classes,
+        # The paired intervals are the point of this table, even with method "none".
+        draws=uncertainty["draws"],
+        level=uncertainty["level"],
+        seed=seed,
+        posteriors=posteriors,
+        baseline=baseline,
+        label_accuracy=label_accuracies(classifier_report),
+    )
 
 
 if __name__ == "__main__":
     from fairfer.logs import configure_logging
 
     configure_logging(snakemake.log[0])
-    compare(
-        [Path(p) for p in snakemake.input.summaries],
-        Path(snakemake.output.table[0]),
-        Path(snakemake.output.metrics),
+    result = compare(
+        [Path(p) for p in snakemake.input.predictions],
+        Path(snakemake.input.group_labels),
+        json.loads(Path(snakemake.input.classifier_report).read_text()),
+        attributes=snakemake.params.attributes,
+        uncertainty=snakemake.params.uncertainty,
+        seed=snakemake.params.seed,
+        baseline=snakemake.params.baseline,
+    )
+    for name, output in (("over_seeds", "table"), ("by_seed", "by_seed")):
+        stem = Path(snakemake.output[output][0]).with_suffix("")
+        write_table(result[name], stem, markdown=with_interval_text(result[name]))
+    Path(snakemake.output.metrics).write_text(
+        json.dumps(headline_metrics(result["over_seeds"]), indent=2) + "\n"
     )

@@ -1,16 +1,14 @@
 """FaceNet (InceptionResnetV1) embeddings of one shard of aligned crops, batched."""
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
 import torch
 
 from fairfer.download import sha256_of
-from fairfer.embedding import crop_loader, embed_batches
+from fairfer.embedding import write_embeddings
 from fairfer.facenet import load_facenet, preprocessing_for
-from fairfer.schemas import embeddings_schema, write_parquet
+from fairfer.schemas import embeddings_schema
 
 logger = logging.getLogger(__name__)
 
@@ -26,34 +24,19 @@ def embed_shard(
     seed: int,
 ) -> int:
     model, dimension = load_facenet(weights, state_dict_path=weights_path, seed=seed)
-    preprocess = preprocessing_for(weights)
     digest = sha256_of(weights_path) if weights_path is not None else weights
     schema = embeddings_schema(dimension, weights=weights, weights_sha256=digest)
     if weights == "random":
         logger.warning("embedding with RANDOM weights: outputs are marked random_weights=true")
-    done = 0
-
-    def batches() -> Iterator[pa.Table]:
-        nonlocal done
-        loader = crop_loader(aligned, batch_size=batch_size, workers=workers)
-        for metadata, vectors in embed_batches(model, preprocess, loader):
-            done += len(vectors)
-            logger.info("embedded %d crops", done)
-            yield pa.Table.from_pydict(
-                {
-                    "image_id": metadata["image_id"],
-                    "dataset": metadata["dataset"],
-                    "split": metadata["split"],
-                    "alignment_status": metadata["status"],
-                    "embedding": pa.FixedSizeListArray.from_arrays(
-                        pa.array(vectors.reshape(-1)), dimension
-                    ),
-                },
-                schema=schema,
-            )
-
-    write_parquet(batches(), output, schema)
-    return done
+    return write_embeddings(
+        model,
+        preprocessing_for(weights),
+        aligned,
+        output,
+        schema,
+        batch_size=batch_size,
+        workers=workers,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ def ingest(
     label_paths: dict[str, Path],
     manifest_path: Path,
     report_path: Path,
+    rejects_path: Path,
     *,
     sample,
     seed: int,
@@ -21,7 +22,9 @@ def ingest(
     manifest, report = fairface.build_manifest(
         image_root, label_paths, sample_per_split=sample, seed=seed
     )
-    report = publish_manifest(manifest, image_root, manifest_path, report, report_path)
+    report = publish_manifest(
+        manifest, image_root, manifest_path, report, report_path, rejects_path=rejects_path
+    )
     logger.info("FairFace manifest: %s", report)
 
 
@@ -34,6 +37,7 @@ if __name__ == "__main__":
         {split: Path(path) for split, path in snakemake.params.labels.items()},
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         sample=snakemake.params.sample,
         seed=snakemake.params.seed,
     )

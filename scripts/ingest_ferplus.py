@@ -13,6 +13,7 @@ def ingest(
     root: Path,
     manifest_path: Path,
     report_path: Path,
+    rejects_path: Path,
     *,
     layout: str,
     sample,
@@ -41,7 +42,12 @@ def ingest(
     else:
         raise ValueError(f"FER+ layout must be 'png_folders' or 'fer2013_csv', got {layout!r}")
     report = publish_manifest(
-        manifest, root, manifest_path, {"layout": layout, **report}, report_path
+        manifest,
+        root,
+        manifest_path,
+        {"layout": layout, **report},
+        report_path,
+        rejects_path=rejects_path,
     )
     logger.info("FER+ manifest: %s", report)
     return report
@@ -55,6 +61,7 @@ if __name__ == "__main__":
         Path(snakemake.params.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         layout=snakemake.params.layout,
         sample=snakemake.params.sample,
         seed=snakemake.params.seed,

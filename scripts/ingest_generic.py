@@ -11,7 +11,13 @@ logger = logging.getLogger(__name__)
 
 
 def ingest(
-    root: Path, manifest_path: Path, report_path: Path, *, settings: dict, seed: int
+    root: Path,
+    manifest_path: Path,
+    report_path: Path,
+    rejects_path: Path,
+    *,
+    settings: dict,
+    seed: int,
 ) -> dict:
     """Write the manifest of a ``generic`` dataset, as ``settings`` (its config entry) describe.
 
@@ -58,7 +64,9 @@ def ingest(
             "valid and test splits (fill the split column, or drop it to draw splits with "
             "datasets.generic.split_fractions)"
         )
-    report = publish_manifest(manifest, root, manifest_path, report, report_path)
+    report = publish_manifest(
+        manifest, root, manifest_path, report, report_path, rejects_path=rejects_path
+    )
     logger.info("generic manifest: %s", report)
     return report
 
@@ -71,6 +79,7 @@ if __name__ == "__main__":
         Path(snakemake.params.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         settings=snakemake.params.generic,
         seed=snakemake.params.seed,
     )

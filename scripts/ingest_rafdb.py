@@ -10,7 +10,13 @@ logger = logging.getLogger(__name__)
 
 
 def ingest(
-    root: Path, manifest_path: Path, report_path: Path, *, settings: dict, seed: int
+    root: Path,
+    manifest_path: Path,
+    report_path: Path,
+    rejects_path: Path,
+    *,
+    settings: dict,
+    seed: int,
 ) -> dict:
     manifest, report = rafdb.build_manifest(
         root,
@@ -20,7 +26,9 @@ def ingest(
         seed=seed,
     )
     manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
-    report = publish_manifest(manifest, root, manifest_path, report, report_path)
+    report = publish_manifest(
+        manifest, root, manifest_path, report, report_path, rejects_path=rejects_path
+    )
     logger.info("RAF-DB manifest: %s", report)
     return report
 
@@ -33,6 +41,7 @@ if __name__ == "__main__":
         Path(snakemake.params.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         settings=snakemake.params.rafdb,
         seed=snakemake.params.seed,
     )

@@ -13,7 +13,14 @@ EVALUATION_ONLY = {"test": 1.0}
 
 
 def ingest(
-    root: Path, manifest_path: Path, report_path: Path, *, image_glob: str, sample, seed: int
+    root: Path,
+    manifest_path: Path,
+    report_path: Path,
+    rejects_path: Path,
+    *,
+    image_glob: str,
+    sample,
+    seed: int,
 ) -> dict:
     manifest, report = utkface.build_manifest(
         root,
@@ -22,7 +29,9 @@ def ingest(
         seed=seed,
         sample_per_split=sample,
     )
-    report = publish_manifest(manifest, root, manifest_path, report, report_path)
+    report = publish_manifest(
+        manifest, root, manifest_path, report, report_path, rejects_path=rejects_path
+    )
     logger.info("UTKFace manifest: %s", report)
     return report
 
@@ -35,6 +44,7 @@ if __name__ == "__main__":
         Path(snakemake.params.root),
         Path(snakemake.output.manifest),
         Path(snakemake.output.report),
+        Path(snakemake.output.rejects),
         image_glob=snakemake.params.image_glob,
         sample=snakemake.params.sample,
         seed=snakemake.params.seed,

@@ -107,12 +107,19 @@ def match(
     matching: dict,
     seed: int,
     external_references: Mapping[str, tuple[Sequence[Path], Path]] | None = None,
+    fit_subset: Path | None = None,
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     reference_ids, reference_x, metadata = read_embeddings(reference_shards)
     labels = pq.read_table(reference_manifest, columns=["image_id", *ATTRIBUTE_CLASSES]).to_pandas()
     reference = reference_ids.merge(labels, on="image_id", how="left", validate="one_to_one")
     train = (reference["split"] == "train").to_numpy()
     held_out = (reference["split"] == "valid").to_numpy()
+    if fit_subset is not None:
+        # Fine-tuned embeddings: FaceNet was trained on the other train images, whose
+        # embeddings would make the classifiers (and their calibration) overconfident.
+        roles = pq.read_table(fit_subset).to_pandas()
+        unseen = roles.loc[roles["role"] == "selection", "image_id"]
+        train &= reference["image_id"].isin(unseen).to_numpy()
 
     target_ids, target_x, _ = read_embeddings(target_shards)
     manifest_ids = pq.read_table(
@@ -122,6 +129,13 @@ def match(
     report: dict = {
         "embedding_weights": metadata.get("weights"),
         "random_weights": metadata.get("random_weights") == "true",
+        "embedder": metadata.get("embedder", "frozen"),
+        "embedding_weights_sha256": metadata.get("weights_sha256"),
+        "classifiers_fit_on": (
+            "FairFace train images held out from fine-tuning"
+            if fit_subset is not None
+            else "FairFace train"
+        ),
         "n_train": int(train.sum()),
         "n_evaluated": int(held_out.sum()),
         "attributes": {},
@@ -201,6 +215,7 @@ if __name__ == "__main__":
             )
             for dataset in snakemake.params.external_references
         },
+        fit_subset=Path(snakemake.input.fit_subset) if snakemake.input.get("fit_subset") else None,
     )
     write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -19,12 +20,15 @@ from fairfer.alignment import (
     canonical_template,
     encode_png,
     similarity_transform,
-    to_rgb,
     warp_to_template,
 )
+from fairfer.images import to_rgb
 
-# The shared data sits beside the project checkout (see shared/data/README.md).
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The shared data sits beside the project checkout (see shared/data/README.md), or elsewhere
+# named by $FAIRFER_DATA as for the pipeline tests.
+DATA_DIR = Path(
+    os.environ.get("FAIRFER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 FAIRFACE_ZIP = DATA_DIR / "fairface" / "fairface-img-margin025-trainval.zip"
 FERPLUS_TRAIN = DATA_DIR / "ferplus" / "FER2013Train"
 N_REAL = 8
@@ -232,6 +236,36 @@ def test_padding_and_upscaling_map_back_to_original_coordinates(monkeypatch):
     np.testing.assert_allclose(result.landmarks, points, atol=0.1)
 
 
+def test_downscaling_a_huge_image_maps_back_to_original_coordinates(monkeypatch):
+    shrinking = FaceAligner(pad_fraction=0.25, upscale_min_side=160, max_detector_side=200)
+    points = np.array([[190.0, 230.0], [410.0, 226.0], [300.0, 340.0], [215.0, 450.0]])
+    points = np.vstack([points, [[392.0, 447.0]]])
+    image = _blob_image(points, size=(600, 640), sigma=14.0)
+    prepared = shrinking._prepare(to_rgb(image), 0.25)
+    height, width = prepared.detector_array.shape[:2]
+    assert max(height, width) <= 201
+    ys, xs = np.mgrid[0:height, 0:width]
+
+    def fake_detect(batch, thresholds):
+        frame = batch[0, ..., 0].astype(np.float64)
+        found = []
+        scale = np.asarray(prepared.scale)
+        for guess in (points + 0.5 + np.asarray(prepared.pad)) * scale - 0.5:
+            weights = frame * (np.hypot(xs - guess[0], ys - guess[1]) <= 5)
+            found.append([(weights * xs).sum(), (weights * ys).sum()] / weights.sum())
+        found = np.array(found)
+        box = np.r_[found.min(axis=0) - 10, found.max(axis=0) + 10, 0.99]
+        return [(box[None, :], found[None, :, :])]
+
+    monkeypatch.setattr(shrinking, "_detect", fake_detect)
+
+    (result,) = shrinking.align([image])
+
+    assert result.status == "ok"
+    # One detector pixel is about 4.5 source pixels here.
+    np.testing.assert_allclose(result.landmarks, points, atol=1.0)
+
+
 def test_retry_pass_runs_only_on_misses_with_its_own_settings(monkeypatch):
     retry = RetrySettings(pad_fraction=0.5, thresholds=(0.5, 0.6, 0.6))
     aligner = FaceAligner(pad_fraction=0.25, upscale_min_side=0, retry=retry)
@@ -300,6 +334,7 @@ def test_encode_png_round_trips():
         {"factor": 1.2},
         {"pad_fraction": -0.1},
         {"upscale_min_side": -1},
+        {"max_detector_side": -1},
         {"fallback": "skip"},
         {"batch_size": 0},
     ],
@@ -396,3 +431,18 @@ def test_align_accepts_any_mode(aligner, fairface_images, mode):
 
     assert result.status == "ok"
     assert result.crop.mode == "RGB" and result.crop.size == (160, 160)
+
+
+@needs_fairface
+def test_huge_photograph_is_detected_on_a_bounded_detector_input(aligner, fairface_images):
+    image = fairface_images[0]
+    (reference,) = aligner.align([image])
+    huge = image.resize((image.width * 12, image.height * 12), Image.Resampling.BICUBIC)
+    prepared = aligner._prepare(to_rgb(huge), aligner.pad_fraction)
+    assert max(prepared.detector_array.shape[:2]) <= aligner.max_detector_side + 1
+
+    (result,) = aligner.align([huge])
+
+    assert result.status == "ok" and reference.status == "ok"
+    expected = (reference.landmarks + 0.5) * 12 - 0.5
+    np.testing.assert_allclose(result.landmarks, expected, atol=0.03 * huge.width)

@@ -313,3 +313,37 @@ def test_cell_counts_reports_before_and_after() -> None:
     assert (asian["n_before"], asian["n_augmented"], asian["n_after"]) == (1, 2, 3)
     assert counts["n_before"].sum() == len(make_cells())
     assert counts["n_after"].sum() == len(plan)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "P", "CMYK"])
+def test_apply_plan_augments_sources_of_any_pixel_format(mode: str) -> None:
+    rgb = gradient("RGB")
+    if mode == "I;16":
+        source = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
+    else:
+        source = rgb.convert(mode)
+    buffer = io.BytesIO()
+    source.save(buffer, format="TIFF" if mode == "CMYK" else "PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode == mode
+    cells = pd.DataFrame({"image_id": ["a", "b"], "kind": ["x", "y"]})
+    plan = balanced_oversampling_plan(
+        pd.concat([cells, cells.iloc[[1]].assign(image_id="c")]),
+        cell_columns=["kind"],
+        target=2,
+        seed=0,
+    )
+    images = dict.fromkeys(["a", "b", "c"], buffer.getvalue())
+
+    copies = [data for _, data, applied in apply_plan(plan, images, NOTHING) if applied]
+
+    assert copies
+    for data in copies:
+        copy = Image.open(io.BytesIO(data))
+        assert copy.mode == "RGB" and copy.size == source.size
+        # With every step off the copy is the source's pixels, 16-bit ones rescaled, not clipped.
+        expected = rgb.convert("L") if mode == "I;16" else rgb.convert(mode).convert("RGB")
+        tolerance = 1 if mode == "CMYK" else 0
+        difference = np.abs(
+            np.asarray(copy.convert("L"), dtype=int) - np.asarray(expected.convert("L"), dtype=int)
+        )
+        assert difference.max() <= tolerance

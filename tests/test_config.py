@@ -46,6 +46,10 @@ def test_ci_config_is_valid_over_the_default():
         ({"emotion_dataset": "affectnet"}, "affectnet"),
         ({"race_matching": {"external_references": ["fairface"]}}, "external_references"),
         ({"datasets": {"generic": {"emotion_aliases": {"joy": "joyful"}}}}, "joyful"),
+        ({"race_matching": {"embedder": "tuned"}}, "embedder"),
+        ({"finetune": {"trainable_blocks": 25}}, "trainable_blocks"),
+        ({"finetune": {"holdout_fraction": 0.0}}, "holdout_fraction"),
+        ({"finetune": {"device": "tpu"}}, "device"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key):

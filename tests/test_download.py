@@ -619,7 +619,12 @@ def test_download_dataset_fetches_unpacks_and_feeds_the_adapter(
         layout="RAF-DB's basic/ folder or the Kaggle layout",
     )
     report = ingest(
-        root, tmp_path / "rafdb.parquet", tmp_path / "r.json", settings=settings, seed=0
+        root,
+        tmp_path / "rafdb.parquet",
+        tmp_path / "r.json",
+        tmp_path / "rejects.parquet",
+        settings=settings,
+        seed=0,
     )
     assert report["layout"] == "kaggle" and report["rows"] == 3
 

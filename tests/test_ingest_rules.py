@@ -49,6 +49,7 @@ def test_ferplus_fer2013_csv_layout_matches_the_png_folders(fer2013_copy, tmp_pa
         fer2013_copy,
         tmp_path / "ferplus.parquet",
         tmp_path / "report.json",
+        tmp_path / "rejects.parquet",
         layout="fer2013_csv",
         sample=None,
         seed=0,
@@ -89,6 +90,7 @@ def test_fer2013_votes_csv_can_live_elsewhere(fer2013_copy, tmp_path):
             pixels_only,
             tmp_path / "m.parquet",
             tmp_path / "r.json",
+            tmp_path / "rejects.parquet",
             layout="fer2013_csv",
             sample={"train": 10},
             seed=0,
@@ -98,6 +100,7 @@ def test_fer2013_votes_csv_can_live_elsewhere(fer2013_copy, tmp_path):
         pixels_only,
         tmp_path / "m.parquet",
         tmp_path / "r.json",
+        tmp_path / "rejects.parquet",
         layout="fer2013_csv",
         sample={"train": 10},
         seed=0,
@@ -115,6 +118,7 @@ def test_generic_csv_ingest_keeps_its_demographics_as_ground_truth(tmp_path):
         tmp_path / "generic",
         tmp_path / "generic.parquet",
         tmp_path / "r.json",
+        tmp_path / "rejects.parquet",
         settings=settings,
         seed=0,
     )
@@ -166,7 +170,12 @@ def test_generic_folder_sets_with_given_splits_carve_validation(tmp_path):
     ).to_csv(tmp_path / "metadata.csv", index=False)
     settings = {**CONFIG["datasets"]["generic"], "format": "folder_sets", "valid_fraction": 0.2}
     report = ingest_generic(
-        tmp_path, tmp_path / "g.parquet", tmp_path / "r.json", settings=settings, seed=1
+        tmp_path,
+        tmp_path / "g.parquet",
+        tmp_path / "r.json",
+        tmp_path / "rejects.parquet",
+        settings=settings,
+        seed=1,
     )
     manifest = read_manifest(tmp_path / "g.parquet")
     assert report["valid_split_carved_from_train"] == 1
@@ -177,7 +186,12 @@ def test_generic_folder_sets_with_given_splits_carve_validation(tmp_path):
     )
     with pytest.raises(ValueError, match=r"no \['test'\] images"):
         ingest_generic(
-            tmp_path, tmp_path / "g.parquet", tmp_path / "r.json", settings=settings, seed=1
+            tmp_path,
+            tmp_path / "g.parquet",
+            tmp_path / "r.json",
+            tmp_path / "rejects.parquet",
+            settings=settings,
+            seed=1,
         )
 
 
@@ -189,6 +203,7 @@ def test_utkface_ingest_reads_labels_from_renamed_fairface_faces(tmp_path):
         tmp_path / "utk",
         tmp_path / "utkface.parquet",
         tmp_path / "r.json",
+        tmp_path / "rejects.parquet",
         image_glob=CONFIG["datasets"]["utkface"]["image_glob"],
         sample=None,
         seed=0,
@@ -235,6 +250,7 @@ def test_fairface_margin125_archive_is_accepted(tmp_path):
         label_paths,
         tmp_path / "fairface.parquet",
         tmp_path / "r.json",
+        tmp_path / "rejects.parquet",
         sample=None,
         seed=0,
     )

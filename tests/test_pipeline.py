@@ -5,14 +5,21 @@ the workflow, then checks properties of every stage's output, the dry-run after 
 the targeted rerun after a strategy parameter changes, and the errors for bad input.
 """
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
-from pipeline_support import DATA, scratch_workflow, snakemake
+from pipeline_support import DATA, SNAKEMAKE, scratch_workflow, snakemake
 
 pytestmark = [
     pytest.mark.pipeline,
@@ -80,6 +87,104 @@ def generic_run(tmp_path_factory, run) -> Path:
     return workdir
 
 
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """Snakemake in its own process group, so the test can kill it with all its jobs."""
+    return subprocess.Popen(
+        [*SNAKEMAKE, "--cores", "2", "--configfile", "config/ci.yaml", *args],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def survivors(workdir: Path, grace: float = 30.0) -> list[list[str]]:
+    """Live processes working in ``workdir`` after ``grace`` seconds (zombies are dead)."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = [
+            p.info["cmdline"]
+            for p in psutil.process_iter(["cmdline", "cwd", "status"])
+            if p.info["status"] != psutil.STATUS_ZOMBIE
+            and p.info["cwd"]
+            and Path(p.info["cwd"]).is_relative_to(workdir)
+        ]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def kill_when_running(
+    workdir: Path, process: subprocess.Popen, job_logs: list[Path], sig: int
+) -> Path:
+    """Send ``sig`` to the whole process group once one of ``job_logs`` exists.
+
+    A rule script opens its log first thing, so the job is running when the signal lands.
+    Returns the log that appeared; fails if the run ends before any job of them starts.
+    """
+    deadline = time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        started = [log for log in job_logs if log.exists()]
+        if started:
+            time.sleep(1.0)
+            os.killpg(process.pid, sig)
+            process.wait(timeout=300)
+            assert survivors(workdir) == [], "processes of the killed run survived"
+            return started[0]
+        assert process.poll() is None, f"the run ended (rc {process.returncode}) before {job_logs}"
+        time.sleep(0.2)
+    raise AssertionError(f"none of {job_logs} started in time")
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory, run) -> tuple[Path, dict[str, bool]]:
+    """The FER+ side of ``run`` recomputed, killed during alignment and during training.
+
+    FairFace's download, manifest, alignment and embeddings are copied from ``run`` with their
+    timestamps (their code is the same as FER+'s; recomputing them would double the test's
+    time). Snakemake is stopped with SIGTERM while a FER+ alignment job runs, restarted, then
+    killed with SIGKILL (as by the out-of-memory killer) while a training job runs; after
+    ``--unlock`` a run with ``--rerun-incomplete`` finishes. Returns the workdir and whether
+    each kill left the interrupted job's output missing (that is, the job really was cut).
+    """
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline_interrupted"))
+    for reused in ("resources", "results/aligned/fairface", "results/embeddings/fairface"):
+        shutil.copytree(run / reused, workdir / reused)
+    (workdir / "results/manifests").mkdir(parents=True)
+    for manifest in (run / "results/manifests").glob("fairface*"):
+        shutil.copy2(manifest, workdir / "results/manifests" / manifest.name)
+
+    align_logs = [workdir / f"logs/align_faces/ferplus/shard-{s}.log" for s in range(2)]
+    started = kill_when_running(workdir, start_snakemake(workdir), align_logs, signal.SIGTERM)
+    shard = started.stem
+    cut = {"align_faces": not (workdir / f"results/aligned/ferplus/{shard}.parquet").exists()}
+
+    snakemake(workdir, "--unlock")
+    strategies = ["baseline", "reweighting", "augmentation"]
+    train_logs = [workdir / f"logs/train_model/{strategy}.log" for strategy in strategies]
+    started = kill_when_running(
+        workdir, start_snakemake(workdir, "--rerun-incomplete"), train_logs, signal.SIGKILL
+    )
+    cut["train_model"] = not (workdir / f"results/models/{started.stem}/model.pt").exists()
+
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--rerun-incomplete")
+    return workdir, cut
+
+
+def same_content(first: Path, second: Path) -> bool:
+    """Byte equality; checkpoints compare by tensors (torch.save writes a random record id)."""
+    if first.suffix != ".pt":
+        return first.read_bytes() == second.read_bytes()
+    a, b = (torch.load(path, weights_only=False) for path in (first, second))
+    tensors = a.pop("state_dict"), b.pop("state_dict")
+    return (
+        a == b
+        and tensors[0].keys() == tensors[1].keys()
+        and all(torch.equal(tensors[0][key], tensors[1][key]) for key in tensors[0])
+    )
+
+
 def read(workdir: Path, relative: str) -> pd.DataFrame:
     return pq.read_table(workdir / relative).to_pandas()
 
@@ -88,8 +193,12 @@ def test_every_stage_reconciles_with_the_manifests(run):
     config = yaml.safe_load((run / "config" / "ci.yaml").read_text())
     for dataset in ("ferplus", "fairface"):
         manifest = read(run, f"results/manifests/{dataset}.parquet")
+        rejects = read(run, f"results/manifests/{dataset}_rejects.parquet")
+        report = json.loads((run / f"results/manifests/{dataset}_report.json").read_text())
         expected = sum(config["datasets"][dataset]["sample"].values())
-        assert len(manifest) == expected
+        assert report["rows_in"] == expected == len(manifest) + len(rejects)
+        assert report["rows"] == len(manifest)
+        assert sum(report["rejected"].values()) == len(rejects)
         assert manifest["image_id"].is_unique
         aligned = pd.concat(
             [read(run, f"results/aligned/{dataset}/shard-{s}.parquet") for s in range(2)]
@@ -108,8 +217,6 @@ def test_every_stage_reconciles_with_the_manifests(run):
 
 
 def test_race_matching_is_evaluated_and_labels_every_image(run):
-    import json
-
     report = json.loads((run / "results/group_labels/classifier_report.json").read_text())
     assert report["random_weights"] is False
     race = report["attributes"]["race"]
@@ -141,21 +248,53 @@ def test_predictions_and_fairness_tables(run):
         assert len(race_groups) >= 3
         assert race_groups["count"].sum() == labelled_test
         assert groups["accuracy"].between(0, 1).all()
+        assert groups["small_group"].any()  # a 150-image test set has small groups: flagged
+        per_class = read(run, f"results/fairness/{strategy}/group_class_metrics.parquet")
+        n_known_groups = groups[groups["known"]].groupby("attribute")["group"].nunique().sum()
+        assert len(per_class) == n_known_groups * 8  # every known group x the 8 FER+ classes
         disparities = read(run, f"results/fairness/{strategy}/class_disparities.parquet")
         assert len(disparities[disparities["attribute"] == "race"]) == 8
-        assert disparities["demographic_parity_difference"].dropna().between(0, 1).all()
+        assert disparities["dp_difference"].dropna().between(0, 1).all()
+        summary = read(run, f"results/fairness/{strategy}/summary.parquet")
         for suffix in (".csv", ".md"):
             assert (run / f"results/fairness/{strategy}/summary{suffix}").stat().st_size > 0
-        intervals = read(run, f"results/fairness/{strategy}/intervals.parquet")
-        for method in ("bootstrap", "multiple_imputation"):
-            bounds = intervals[[f"{method}_low", f"{method}_high"]].dropna()
-            assert len(bounds) > 0
-            assert (bounds[f"{method}_low"] <= bounds[f"{method}_high"]).all()
-    assert comparison["overall_accuracy"].between(0, 1).all()
+        for table in (groups, per_class, disparities, summary):
+            for method in ("ci", "mi"):
+                lows = [c for c in table.columns if c.endswith(f"_{method}_low")]
+                assert lows
+                for low in lows:
+                    bounds = table[[low, low.replace("_low", "_high")]].dropna()
+                    assert (bounds.iloc[:, 0] <= bounds.iloc[:, 1]).all(), low
+        assert summary["overall_accuracy_ci_low"].notna().all()
+        assert summary["accuracy_gap_mi_low"].notna().all()  # FER+ labels are inferred
+    assert comparison["estimate"].dropna().between(0, 1).all()
     assert set(comparison["attribute"]) == {"race", "gender", "age", "race x gender"}
-    assert (comparison["label_source"] == "inferred").all()
+    assert set(comparison["verdict"]) <= {"baseline", "better", "worse", "no clear change", None}
     baseline = comparison[comparison["strategy"] == "baseline"]
-    assert (baseline["overall_accuracy_delta"] == 0).all()
+    assert (baseline["delta"].dropna() == 0).all()
+    by_seed = read(run, "results/fairness/comparison_by_seed.parquet")
+    assert len(by_seed) == len(comparison)
+    metrics = json.loads((run / "results/metrics.json").read_text())
+    assert 0 <= metrics["reweighting"]["race"]["overall_accuracy"] <= 1
+    assert metrics["baseline"]["race"]["accuracy_gap_delta"] == 0
+
+
+def test_report_is_one_offline_page(run, tmp_path):
+    from browser import CHROMIUM, render
+
+    from fairfer.report import external_references
+
+    page = run / "results/report/fairness_report.html"
+    html = page.read_text()
+    assert external_references(html) == []
+    assert html.count("<img src='data:image/png;base64,") >= 12
+    for strategy in ("baseline", "reweighting", "augmentation"):
+        assert (run / f"results/report/gradcam/{strategy}.png").stat().st_size > 10_000
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    rendered = render(page, tmp_path)
+    assert rendered.decoded == rendered.images >= 12
+    assert [r for r in rendered.resources if not r.startswith("data:")] == []
 
 
 def test_complete_run_plans_nothing(run):
@@ -176,12 +315,32 @@ def test_changing_one_strategy_reruns_only_that_strategy(run):
         assert f"rule {upstream}:" not in planned
 
 
-def test_invalid_config_fails_before_any_job_naming_the_key(run):
-    bad = run / "config" / "bad.yaml"
-    bad.write_text("training:\n  epochs: -1\n")
-    result = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/bad.yaml", check=False)
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory) -> Path:
+    """A scratch copy of the workflow that is never run (for dry runs of bad configs)."""
+    return scratch_workflow(tmp_path_factory.mktemp("dry_run"))
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("training:\n  epochs: -1\n", "['training']['epochs']"),
+        ("training:\n  epochs: five\n", "['training']['epochs']"),
+        ("strategies:\n  unknown_strategy: {}\n", "unknown_strategy"),
+        ("strategies:\n  baseline: null\n", "['strategies']['baseline']"),
+        ("alignment:\n  common:\n    max_detector_side: -5\n", "max_detector_side"),
+    ],
+)
+def test_invalid_config_fails_before_any_job_naming_the_key(workflow_copy, override, named):
+    bad = workflow_copy / "config" / "bad.yaml"
+    bad.write_text(override)
+    result = snakemake(
+        workflow_copy, "-n", "--configfile", "config/ci.yaml", "config/bad.yaml", check=False
+    )
+    output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "epochs" in result.stderr + result.stdout
+    assert named in output
+    assert "Job stats" not in output and not (workflow_copy / "results").exists()
 
 
 def test_missing_dataset_names_the_path_and_the_fix(tmp_path, run):
@@ -210,11 +369,13 @@ def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
         predictions = read(rafdb_run, f"results/predictions/{strategy}.parquet")
         assert len(predictions) == test_rows
         assert "contempt" not in set(predictions["y_pred"])
-    comparison = read(rafdb_run, "results/fairness/comparison.parquet")
-    assert (comparison["label_source"] == "ground_truth").all()
-    assert comparison["inferred_label_accuracy"].isna().all()
-    race = comparison[(comparison["attribute"] == "race") & (comparison["strategy"] == "baseline")]
-    assert race["n_groups"].item() == 3
+    summary = read(rafdb_run, "results/fairness/baseline/summary.parquet")
+    assert (summary["label_source"] == "ground_truth").all()
+    assert summary["inferred_label_accuracy"].isna().all()
+    # Ground-truth labels are never imputed: no label-noise interval.
+    assert summary["accuracy_gap_mi_low"].isna().all()
+    assert summary["accuracy_gap_ci_low"].notna().all()
+    assert summary.set_index("attribute").loc["race", "n_groups"] == 3
 
 
 def test_generic_dataset_with_utkface_as_external_reference(generic_run):
@@ -244,3 +405,17 @@ def test_generic_dataset_with_utkface_as_external_reference(generic_run):
     assert set(per_class["evaluated_on"]) == {"fairface_valid", "utkface"}
     alignment = pd.read_csv(generic_run / "results/faces/alignment_report.csv")
     assert {"generic", "fairface", "utkface"} <= set(alignment["dataset"])
+
+
+def test_interrupted_runs_finish_with_the_same_tables_bit_for_bit(run, interrupted_run):
+    """Kill and restart change nothing, and a second run with the same seed gives the same
+    bytes: the manifest, alignment, embeddings, labels, models, predictions and tables."""
+    workdir, cut = interrupted_run
+    assert cut == {"align_faces": True, "train_model": True}
+    results = sorted(p.relative_to(run) for p in (run / "results").rglob("*") if p.is_file())
+    again = sorted(p.relative_to(workdir) for p in (workdir / "results").rglob("*") if p.is_file())
+    assert again == results
+    differing = [str(path) for path in results if not same_content(run / path, workdir / path)]
+    assert differing == []
+    recomputed = [p for p in results if "fairface" not in str(p)]
+    assert len(recomputed) > 30

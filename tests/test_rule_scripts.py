@@ -74,22 +74,52 @@ def test_labelled_split_keeps_only_majority_labelled_rows():
     assert len(labelled_split(frame, "test")) == 1
 
 
+def _comparison() -> pd.DataFrame:
+    rows = []
+    for strategy, delta in (("baseline", 0.0), ("reweighting", -0.02)):
+        for metric in ("overall_accuracy", "accuracy_gap", "spd_mean"):
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "attribute": "race",
+                    "metric": metric,
+                    "estimate": 0.8 + delta,
+                    "estimate_ci_low": 0.78 + delta,
+                    "estimate_ci_high": float("nan"),
+                    "delta": delta,
+                    "delta_ci_low": delta - 0.01,
+                    "delta_ci_high": delta + 0.01,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def test_headline_metrics_nest_strategy_and_attribute():
-    comparison = pd.DataFrame(
-        {
-            "strategy": ["baseline"],
-            "attribute": ["race"],
-            "overall_accuracy": [0.8],
-            "worst_group_accuracy": [0.7],
-            "accuracy_gap": [0.1],
-            "accuracy_ratio": [0.875],
-            "dp_difference_max": [float("nan")],
-            "eo_difference_max": [0.2],
-        }
+    metrics = headline_metrics(_comparison())
+    race = metrics["reweighting"]["race"]
+    assert race["overall_accuracy"] == 0.78
+    assert race["accuracy_gap_delta"] == -0.02
+    assert race["accuracy_gap_delta_ci_high"] == pytest.approx(-0.01)
+    assert race["overall_accuracy_ci_high"] is None
+    assert "spd_mean" not in race  # only the headline figures are tracked
+
+
+def test_dvc_reads_the_metrics_file(tmp_path):
+    import json
+    import subprocess
+
+    (tmp_path / "metrics.json").write_text(json.dumps(headline_metrics(_comparison())))
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    shown = subprocess.run(
+        [*dvc, "metrics", "show", "--json", "metrics.json"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    metrics = headline_metrics(comparison)
-    assert metrics["baseline"]["race"]["overall_accuracy"] == 0.8
-    assert metrics["baseline"]["race"]["dp_difference_max"] is None
+    data = json.loads(shown.stdout)[""]["data"]["metrics.json"]["data"]
+    assert data["reweighting"]["race"]["overall_accuracy"] == 0.78
 
 
 def test_write_parquet_is_atomic_and_enforces_the_schema(tmp_path):
@@ -120,3 +150,30 @@ def test_composition_plot_is_written(tmp_path):
     )
     path = plot_composition(composition, tmp_path / "composition.png", title="test")
     assert path.stat().st_size > 1000
+
+
+def test_fairface_archive_with_a_wrong_checksum_leaves_no_output(tmp_path):
+    import hashlib
+    import zipfile
+
+    from download_fairface import download
+
+    from fairfer.download import ChecksumMismatchError
+
+    source = tmp_path / "fairface.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("train/1.jpg", b"jpeg")
+        archive.writestr("val/1.jpg", b"jpeg")
+    actual = hashlib.sha256(source.read_bytes()).hexdigest()
+    expected = "ab" * 32
+    archive_out = tmp_path / "out" / "fairface.zip"
+    images_out = tmp_path / "out" / "images"
+    with pytest.raises(ChecksumMismatchError) as error:
+        download(str(source), expected, archive_out, images_out)
+    for named in (str(source), expected, actual, "datasets.fairface.archive.sha256"):
+        assert named in str(error.value)
+    leftovers = list((tmp_path / "out").rglob("*")) if (tmp_path / "out").exists() else []
+    assert leftovers == []
+
+    download(str(source), actual, archive_out, images_out)
+    assert (images_out / "train" / "1.jpg").read_bytes() == b"jpeg"

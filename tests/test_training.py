@@ -89,3 +89,16 @@ def test_sample_weights_change_training():
         x, y, x[:16], y[:16], n_classes=2, settings=settings, seed=1, sample_weights=weights
     )
     assert not np.allclose(predict_proba(plain, x[:16]), predict_proba(weighted, x[:16]))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16"])
+def test_decode_rescales_every_pixel_format_to_the_same_grayscale(mode):
+    gray = np.tile(np.arange(0, 240, 5, dtype=np.uint8), (48, 1))
+    if mode == "I;16":
+        image = Image.fromarray(gray.astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(gray).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    decoded = decode_grayscale([buffer.getvalue()])
+    np.testing.assert_array_equal(decoded[0, 0].numpy(), gray)

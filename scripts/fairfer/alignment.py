@@ -25,6 +25,8 @@ from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from facenet_pytorch.models.utils.detect_face import detect_face
 from PIL import Image
 
+from fairfer.images import to_rgb
+
 logger = logging.getLogger(__name__)
 
 #: ArcFace 5-point template for a 112x112 crop: left eye, right eye, nose tip, left and right
@@ -43,8 +45,9 @@ _ARCFACE_SIZE = 112
 
 FallbackMode = Literal["whole_frame", "reject"]
 _FALLBACK_MODES: tuple[str, ...] = ("whole_frame", "reject")
-# 16-bit integer modes hold 0..65535; dividing by 257 maps that range exactly onto 0..255.
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Detector-input pixels per MTCNN call: 64 padded FairFace images (336x336), the default batch;
+# fewer images of larger sizes go together, so memory does not grow with image size.
+_PIXELS_PER_DETECTOR_CALL = 64 * 336 * 336
 
 
 def canonical_template(image_size: int = 160, face_scale: float = 1.0) -> np.ndarray:
@@ -187,43 +190,6 @@ def warp_to_template(
     )
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert a PIL image of any mode to 8-bit RGB.
-
-    16-bit and 32-bit integer images are rescaled to 0..255 rather than clipped (PIL's own
-    conversion would turn most 16-bit pixels white); float images are assumed to be in 0..1
-    when their maximum is at most 1, else in 0..255. Alpha is dropped.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-        Image in any PIL mode (``L``, ``RGB``, ``RGBA``, ``P``, ``I;16``, ``I``, ``F`` ...).
-
-    Returns
-    -------
-    PIL.Image.Image
-        The image in mode ``RGB`` (the same object when it already is RGB).
-
-    Raises
-    ------
-    TypeError
-        If ``image`` is not a PIL image.
-    """
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    if image.mode == "RGB":
-        return image
-    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and values.max(initial=0) > 255):
-            values = values / 257.0
-        elif image.mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0
-        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    return image.convert("RGB")
-
-
 def centre_square_resize(image: Image.Image, image_size: int) -> Image.Image:
     """Crop the largest centred square from ``image`` and resize it to ``image_size``.
 
@@ -319,7 +285,8 @@ class _DetectorInput:
     """An image prepared for the detector, with the mapping back to its own coordinates."""
 
     rgb: Image.Image
-    pad: tuple[int, int]
+    # Border added on each side, in source-image pixels.
+    pad: tuple[float, float]
     detector_array: np.ndarray
     scale: tuple[float, float]
 
@@ -350,6 +317,11 @@ class FaceAligner:
         Before detection, upscale (after padding) so the shorter side is at least this many
         pixels; 0 disables it. Small images such as 48x48 FER+ detect better upscaled; larger
         images are left alone.
+    max_detector_side : int
+        Downscale (after padding) so the longer side is at most this many pixels before
+        detection; 0 disables it. Bounds the detector's time and memory on huge photographs;
+        the crop is still warped from the full-resolution image. Faces smaller than
+        ``min_face_size`` after downscaling are missed.
     fallback : {"whole_frame", "reject"}
         What to return for images without a detected face: the centred square of the whole
         frame (status ``"fallback"``) or None.
@@ -373,6 +345,7 @@ class FaceAligner:
         factor: float = 0.709,
         pad_fraction: float = 0.25,
         upscale_min_side: int = 160,
+        max_detector_side: int = 1024,
         fallback: FallbackMode = "whole_frame",
         device: str | torch.device = "cpu",
         batch_size: int = 64,
@@ -389,6 +362,8 @@ class FaceAligner:
             _check_detector_settings(retry.pad_fraction, retry.thresholds)
         if upscale_min_side < 0:
             raise ValueError(f"upscale_min_side must be >= 0, got {upscale_min_side!r}")
+        if max_detector_side < 0:
+            raise ValueError(f"max_detector_side must be >= 0, got {max_detector_side!r}")
         if fallback not in _FALLBACK_MODES:
             raise ValueError(f"fallback must be one of {_FALLBACK_MODES}, got {fallback!r}")
         if batch_size < 1:
@@ -400,6 +375,7 @@ class FaceAligner:
         self.factor = factor
         self.pad_fraction = pad_fraction
         self.upscale_min_side = upscale_min_side
+        self.max_detector_side = max_detector_side
         self.fallback = fallback
         self.batch_size = batch_size
         self.retry = retry
@@ -411,7 +387,9 @@ class FaceAligner:
     def align(self, images: Sequence[Image.Image]) -> list[AlignmentResult | None]:
         """Detect and align one face in each image.
 
-        Images of identical size are detected together in batches of up to ``batch_size``.
+        Images of identical size are detected together in batches of up to ``batch_size``
+        (fewer when they are large, so that one detector call holds a bounded number of
+        pixels).
 
         Parameters
         ----------
@@ -473,8 +451,11 @@ class FaceAligner:
 
         results: list[AlignmentResult | None] = [None] * len(prepared)
         for shape, positions in groups.items():
-            for start in range(0, len(positions), self.batch_size):
-                chunk = positions[start : start + self.batch_size]
+            per_call = max(
+                1, min(self.batch_size, _PIXELS_PER_DETECTOR_CALL // (shape[0] * shape[1]))
+            )
+            for start in range(0, len(positions), per_call):
+                chunk = positions[start : start + per_call]
                 detections = self._detect(
                     np.stack([prepared[p].detector_array for p in chunk]), thresholds
                 )
@@ -492,25 +473,32 @@ class FaceAligner:
 
     def _prepare(self, rgb: Image.Image, pad_fraction: float) -> _DetectorInput:
         width, height = rgb.size
-        pad_x = round(pad_fraction * width)
-        pad_y = round(pad_fraction * height)
-        if pad_x or pad_y:
-            array = np.pad(np.asarray(rgb), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="edge")
-            padded = Image.fromarray(array)
+        pad_x, pad_y = round(pad_fraction * width), round(pad_fraction * height)
+        padded_size = (width + 2 * pad_x, height + 2 * pad_y)
+        factor = 1.0
+        if self.upscale_min_side and min(padded_size) < self.upscale_min_side:
+            factor = self.upscale_min_side / min(padded_size)
+        if self.max_detector_side and max(padded_size) * factor > self.max_detector_side:
+            factor = self.max_detector_side / max(padded_size)
+        if factor < 1.0:
+            # Shrink before padding: a padded copy of a huge photograph would cost more memory
+            # than the photograph. The pad is then expressed in source pixels (fractional).
+            small = rgb.resize(_scaled(rgb.size, factor), Image.Resampling.BILINEAR)
+            scale = (small.width / width, small.height / height)
+            small_pad = (round(pad_fraction * small.width), round(pad_fraction * small.height))
+            detector_image = _pad_edges(small, *small_pad)
+            pad = (small_pad[0] / scale[0], small_pad[1] / scale[1])
         else:
-            padded = rgb
-        detector_image = padded
-        shorter = min(padded.size)
-        if self.upscale_min_side and shorter < self.upscale_min_side:
-            factor = self.upscale_min_side / shorter
-            size = (round(padded.width * factor), round(padded.height * factor))
-            detector_image = padded.resize(size, Image.Resampling.BILINEAR)
-        scale = (detector_image.width / padded.width, detector_image.height / padded.height)
+            padded = _pad_edges(rgb, pad_x, pad_y)
+            detector_image = padded
+            if factor > 1.0:
+                detector_image = padded.resize(
+                    _scaled(padded.size, factor), Image.Resampling.BILINEAR
+                )
+            scale = (detector_image.width / padded.width, detector_image.height / padded.height)
+            pad = (float(pad_x), float(pad_y))
         return _DetectorInput(
-            rgb=rgb,
-            pad=(pad_x, pad_y),
-            detector_array=np.asarray(detector_image),
-            scale=scale,
+            rgb=rgb, pad=pad, detector_array=np.asarray(detector_image), scale=scale
         )
 
     def _detect(
@@ -576,6 +564,18 @@ class FaceAligner:
             probability=float(boxes[best, 4]),
             detection_pass=detection_pass,
         )
+
+
+def _scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+
+
+def _pad_edges(image: Image.Image, pad_x: int, pad_y: int) -> Image.Image:
+    """``image`` with borders of ``pad_x`` and ``pad_y`` pixels that replicate its edges."""
+    if not (pad_x or pad_y):
+        return image
+    array = np.pad(np.asarray(image), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="edge")
+    return Image.fromarray(array)
 
 
 def _check_detector_settings(pad_fraction: float, thresholds: Sequence[float]) -> None:

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
+from fairfer.images import to_rgb
+
 logger = logging.getLogger(__name__)
 
 #: Image modes whose bands are all 8-bit intensities, so the photometric jitter is meaningful.
@@ -501,6 +503,9 @@ def apply_plan(
             continue
         with Image.open(io.BytesIO(data)) as source:
             source.load()
+            if source.mode not in SUPPORTED_MODES:
+                # 16-bit, palette, CMYK ...: the jitter needs 8-bit bands.
+                source = to_rgb(source)
             augmented, applied = augment_image(
                 source, np.random.default_rng(int(augmentation_seed)), params
             )

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from fairfer.schemas import write_parquet
+
 logger = logging.getLogger(__name__)
 
 CROP_COLUMNS = ["image_id", "dataset", "split", "status", "crop"]
@@ -76,3 +78,40 @@ def embed_batches(
         if len(metadata["image_id"]) == 0:
             continue
         yield metadata, model(preprocess(images)).numpy().astype(np.float32)
+
+
+def write_embeddings(
+    model: torch.nn.Module,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    aligned: Path,
+    output: Path,
+    schema: pa.Schema,
+    *,
+    batch_size: int,
+    workers: int,
+) -> int:
+    """Embed every non-rejected crop of ``aligned`` into ``output`` (streamed); return the count."""
+    dimension = schema.field("embedding").type.list_size
+    done = 0
+
+    def batches() -> Iterator[pa.Table]:
+        nonlocal done
+        loader = crop_loader(aligned, batch_size=batch_size, workers=workers)
+        for metadata, vectors in embed_batches(model, preprocess, loader):
+            done += len(vectors)
+            logger.info("embedded %d crops", done)
+            yield pa.Table.from_pydict(
+                {
+                    "image_id": metadata["image_id"],
+                    "dataset": metadata["dataset"],
+                    "split": metadata["split"],
+                    "alignment_status": metadata["status"],
+                    "embedding": pa.FixedSizeListArray.from_arrays(
+                        pa.array(vectors.reshape(-1)), dimension
+                    ),
+                },
+                schema=schema,
+            )
+
+    write_parquet(batches(), output, schema)
+    return done

@@ -1,60 +1,99 @@
-"""Group-wise performance and fairness metrics of emotion predictions, per training strategy.
+"""Group-wise performance and fairness metrics of emotion predictions, from confusion counts.
 
 Inputs are the prediction tables written by the training rule: one row per test image with
-``strategy``, ``y_true`` and ``y_pred`` (emotion names) and the demographic columns ``race``,
-``gender``, ``age`` (null when unknown), their ``*_source`` ("ground_truth" / "inferred") and
-``*_confidence``.
+``image_id``, ``strategy``, ``y_true`` and ``y_pred`` (emotion names), the demographic columns
+``race``, ``gender``, ``age`` (null when unknown) and their ``*_source`` ("ground_truth" /
+"inferred"). Tables of several training *runs* are identified by the run keys
+:data:`RUN_KEYS` present (``strategy`` always; ``model`` and ``seed`` when the predictions
+carry them); all runs must cover the same test images, which is what makes paired
+comparisons between them possible.
 
 A *sensitive attribute* is either one column name (``"race"``) or a list of them
 (``["race", "gender"]``), meaning their intersection; its label is ``"race x gender"`` and a
 group label is e.g. ``"White x Female"``.
 
-Rows whose attribute value is null (for an intersection: null in any of its columns) are not a
-demographic group. :func:`group_metrics` reports them as one extra row, group ``"<unknown>"``
-with ``known=False``, so their number and metrics stay visible; every disparity
-(:func:`one_vs_rest_disparities`, :func:`fairness_summary`) ignores them.
+Every figure is a function of the per-group confusion counts (true class x predicted class),
+computed with one ``numpy.bincount`` (:func:`confusion_counts`) and turned into metrics by
+:func:`figures`, which works on any leading axes. Point estimates and bootstrap replicates
+therefore run through exactly the same code, and thousands of replicates cost seconds
+(``benchmarks/bootstrap_cost.py``). ``tests/test_fairness.py`` checks the figures against
+scikit-learn's and fairlearn's own functions.
 
-Fairness metrics are computed one-vs-rest per emotion class on binarised labels
-(``y_true == c`` vs ``y_pred == c``). Fairlearn's own functions are binary only and fail
-silently on multiclass input: ``demographic_parity_difference`` counts the selection rate of the
-label ``1`` (so string labels always score 0 and integer-coded labels score class 1 only), and
+Fairness metrics are one-vs-rest per emotion class on binarised labels (``y_true == c`` vs
+``y_pred == c``). Fairlearn's own functions are binary only and fail silently on multiclass
+input: ``demographic_parity_difference`` counts the selection rate of the label ``1`` (so
+string labels always score 0 and integer-coded labels score class 1 only), and
 ``equalized_odds_difference`` raises.
+
+Rows whose attribute value is null (for an intersection: null in any of its columns) are not
+a demographic group: the group table reports them as one extra row, group ``"<unknown>"``
+with ``known=False``, and every disparity ignores them.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, count
-from sklearn.metrics import accuracy_score
 
-logger = logging.getLogger(__name__)
+from fairfer.schemas import ATTRIBUTE_CLASSES
 
+#: Columns that identify one training run in a prediction table, in this order.
+RUN_KEYS: tuple[str, ...] = ("model", "strategy", "seed")
 #: Group label of the rows whose sensitive attribute is null.
 UNKNOWN_GROUP = "<unknown>"
 #: Joins attribute names and group values of an intersection ("race x gender").
 INTERSECTION_SEPARATOR = " x "
-#: Summary metrics that :func:`compare_strategies` reports as deltas against the baseline.
-DELTA_METRICS: tuple[str, ...] = (
+
+#: Per-group figures (one value per group).
+GROUP_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "fpr", "fnr")
+#: Per-group, per-class one-vs-rest figures.
+GROUP_CLASS_METRICS: tuple[str, ...] = ("selection_rate", "tpr", "fpr", "fnr", "spd")
+#: Per-class disparities across groups.
+CLASS_METRICS: tuple[str, ...] = (
+    "dp_difference",
+    "dp_ratio",
+    "spd_max_abs",
+    "eo_difference",
+    "eop_difference",
+)
+#: Headline figures of one run and attribute.
+SUMMARY_METRICS: tuple[str, ...] = (
     "overall_accuracy",
     "worst_group_accuracy",
+    "best_group_accuracy",
     "accuracy_gap",
     "accuracy_ratio",
-    "dp_difference_mean",
     "dp_difference_max",
-    "eo_difference_mean",
+    "dp_difference_mean",
+    "dp_ratio_min",
+    "dp_ratio_mean",
+    "spd_max",
+    "spd_mean",
     "eo_difference_max",
+    "eo_difference_mean",
+    "eop_difference_max",
+    "eop_difference_mean",
+)
+#: Summary figures where a larger value is better; for every other one smaller is better.
+HIGHER_IS_BETTER: frozenset[str] = frozenset(
+    {
+        "overall_accuracy",
+        "worst_group_accuracy",
+        "best_group_accuracy",
+        "accuracy_ratio",
+        "dp_ratio_min",
+        "dp_ratio_mean",
+    }
 )
 
 Sensitive = str | Sequence[str]
-# Rows of the array returned by _class_rates.
-_SELECTION_RATE, _TPR, _FPR = range(3)
 
 
 def attribute_label(sensitive: Sensitive) -> str:
@@ -70,299 +109,410 @@ def attribute_label(sensitive: Sensitive) -> str:
     str
         ``"race"`` for ``"race"``, ``"race x gender"`` for ``["race", "gender"]``.
     """
-    return INTERSECTION_SEPARATOR.join(_as_columns(sensitive))
+    return INTERSECTION_SEPARATOR.join(as_columns(sensitive))
 
 
-def group_metrics(
-    predictions: pd.DataFrame, *, sensitive: Sensitive, classes: Sequence[str]
-) -> pd.DataFrame:
-    """Accuracy and per-class recall of every demographic group, per strategy.
-
-    Parameters
-    ----------
-    predictions : pandas.DataFrame
-        Prediction table with ``strategy``, ``y_true``, ``y_pred`` and the sensitive columns.
-    sensitive : str or sequence of str
-        Attribute column, or several columns whose intersection defines the groups.
-    classes : sequence of str
-        Every emotion class, in training order; one ``recall_<class>`` column each.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (strategy, group) with columns ``strategy``, ``attribute``, ``group``, one
-        column per attribute holding that group's value, ``known``, ``count``, ``accuracy`` and
-        ``recall_<class>`` for each class. Groups are sorted by label within a strategy; empty
-        intersections are omitted. Rows with a null attribute form one last row per strategy
-        with group ``"<unknown>"``, ``known=False`` and null attribute values. A recall is NaN
-        when the group has no image of that class.
-
-    Raises
-    ------
-    ValueError
-        If a column is missing, a label is not in ``classes`` or a real group is named
-        ``"<unknown>"``.
-    """
-    columns = _as_columns(sensitive)
-    _validate(predictions, columns=columns, classes=classes)
-    metrics = {
-        "count": count,
-        "accuracy": accuracy_score,
-        "rates": functools.partial(_class_rates, n_classes=len(classes)),
-    }
-    recalls = [f"recall_{c}" for c in classes]
-    tables = []
-    for strategy, frame in _by_strategy(predictions):
-        features, known = _group_features(frame, columns)
-        if not known.all():
-            logger.info(
-                "strategy %r: %d of %d rows have unknown %s; reported as group %r",
-                strategy,
-                int((~known).sum()),
-                len(frame),
-                attribute_label(columns),
-                UNKNOWN_GROUP,
-            )
-        y_true, y_pred = _encode(frame, classes)
-        frame_metrics = MetricFrame(
-            metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=features
+def as_columns(sensitive: Sensitive) -> list[str]:
+    """The columns of a sensitive attribute: ``["race"]`` or ``["race", "gender"]``."""
+    columns = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+    if not columns or len(set(columns)) != len(columns):
+        raise ValueError(
+            f"sensitive attribute {sensitive!r} must be a column name or a non-empty list of "
+            "distinct column names, e.g. 'race' or ['race', 'gender']"
         )
-        # MetricFrame lists every combination of an intersection's values; absent ones are NaN.
-        table = frame_metrics.by_group.dropna(subset=["count"]).reset_index()
-        table["count"] = table["count"].astype(int)
-        table[recalls] = np.stack(table.pop("rates").to_list())[:, _TPR, :]
-        # _group_features marks every column of an unknown row, so the first one suffices.
-        table["known"] = table[columns[0]] != UNKNOWN_GROUP
-        table["group"] = _group_labels(table[columns])
-        table.loc[~table["known"], "group"] = UNKNOWN_GROUP
-        table[columns] = table[columns].astype(object)
-        table.loc[~table["known"], columns] = None
-        table = pd.concat([table[table["known"]], table[~table["known"]]])
-        tables.append(table.assign(strategy=strategy, attribute=attribute_label(columns)))
-    ordered = ["strategy", "attribute", "group", *columns, "known", "count", "accuracy"]
-    return pd.concat(tables, ignore_index=True)[ordered + recalls]
+    return columns
 
 
-def one_vs_rest_disparities(
-    predictions: pd.DataFrame, *, sensitive: Sensitive, classes: Sequence[str]
-) -> pd.DataFrame:
-    """Demographic parity and equalized odds differences per class, one-vs-rest, per strategy.
+@dataclass(frozen=True)
+class Runs:
+    """Predictions of one or more training runs on the same test images, as class codes.
 
-    For class ``c`` the labels are binarised to ``y_true == c`` and ``y_pred == c``. The
-    demographic parity difference is max - min over groups of the selection rate
-    P(pred = c | group); the equalized odds difference is the larger of the max - min
-    differences of the true positive rate P(pred = c | true = c, group) and the false positive
-    rate P(pred = c | true != c, group). These are the definitions of fairlearn's binary
-    ``demographic_parity_difference`` and ``equalized_odds_difference`` (default
-    ``method="between_groups"``, ``agg="worst_case"``) on the binarised labels; all classes are
-    computed in one ``MetricFrame`` per strategy because calling those functions once per class
-    was several times slower. Rows with a null attribute are ignored.
+    Attributes
+    ----------
+    keys : pandas.DataFrame
+        One row per run with its run key columns (:data:`RUN_KEYS` present), in order of
+        first appearance.
+    images : pandas.DataFrame
+        The test images (``image_id``, attribute and ``*_source`` columns), one row each,
+        positional index; the order of the code arrays.
+    classes : tuple of str
+        Emotion classes; codes index into it.
+    y_true : numpy.ndarray
+        True class codes, shape (n_images,).
+    y_pred : numpy.ndarray
+        Predicted class codes, shape (n_runs, n_images).
+    """
 
-    Equalized odds needs every group to contain both images of class ``c`` (for the true
-    positive rate) and images of other classes (for the false positive rate). Fairlearn would
-    silently score an undefined rate as 0 and so report a spurious disparity; here the
-    difference is NaN instead and ``eo_undefined_reason`` names the groups lacking them.
+    keys: pd.DataFrame
+    images: pd.DataFrame
+    classes: tuple[str, ...]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+
+def run_keys(predictions: pd.DataFrame) -> list[str]:
+    """The run key columns present in a prediction table (``strategy`` at least)."""
+    return [key for key in RUN_KEYS if key in predictions.columns]
+
+
+def align_runs(
+    predictions: pd.DataFrame, *, classes: Sequence[str], columns: Sequence[str] = ()
+) -> Runs:
+    """Encode every run's predictions on a common order of test images.
 
     Parameters
     ----------
     predictions : pandas.DataFrame
-        Prediction table with ``strategy``, ``y_true``, ``y_pred`` and the sensitive columns.
-    sensitive : str or sequence of str
-        Attribute column, or several columns whose intersection defines the groups.
+        Prediction table(s) of one or more runs: ``image_id``, ``strategy``, ``y_true``,
+        ``y_pred`` and ``columns``.
     classes : sequence of str
-        Every emotion class; one row each.
+        Every emotion class, in training order.
+    columns : sequence of str
+        Attribute (and source) columns to carry into :attr:`Runs.images`.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per (strategy, class) with columns ``strategy``, ``attribute``, ``class``,
-        ``n`` (rows with a known attribute), ``n_groups``, ``n_positive`` (images of the class),
-        ``demographic_parity_difference``, ``equalized_odds_difference`` and
-        ``eo_undefined_reason`` (null when equalized odds is defined).
+    Runs
 
     Raises
     ------
     ValueError
-        If a column is missing, a label is not in ``classes``, or a strategy has no row with a
-        known attribute.
+        If a column is missing or null, a label is not in ``classes``, an image occurs twice
+        in a run, or runs differ in their test images, true labels or attribute values.
     """
-    columns = _as_columns(sensitive)
     _validate(predictions, columns=columns, classes=classes)
-    rows = []
-    for strategy, frame in _by_strategy(predictions):
-        features, known = _group_features(frame, columns)
-        if not known.any():
+    keys = run_keys(predictions)
+    frame = predictions.reset_index(drop=True)
+    run_ids = frame.groupby(keys, sort=False).ngroup().to_numpy()
+    key_table = frame.drop_duplicates(keys)[keys].reset_index(drop=True)
+    first = frame[run_ids == 0]
+    if first["image_id"].duplicated().any():
+        raise ValueError("an image_id occurs twice in one run's predictions; each must be unique")
+    images = first[["image_id", *dict.fromkeys(columns)]].reset_index(drop=True)
+    position = pd.Series(np.arange(len(images)), index=images["image_id"])
+    index = pd.Index(classes)
+    y_true = index.get_indexer(first["y_true"])
+    y_pred = np.empty((len(key_table), len(images)), dtype=np.int64)
+    for run in range(len(key_table)):
+        rows = frame[run_ids == run]
+        label = key_table.iloc[run].to_dict()
+        if len(rows) != len(images) or not rows["image_id"].isin(position.index).all():
             raise ValueError(
-                f"strategy {strategy!r} has no row with a known {attribute_label(columns)!r}: "
-                "every value is null; check the demographic labelling step or leave this "
-                "attribute out"
+                f"run {label} has {len(rows)} predictions, not the same {len(images)} test "
+                f"images as run {key_table.iloc[0].to_dict()}; every run must be evaluated on "
+                "the same test set"
             )
-        groups = pd.Series(_group_labels(features[known]).to_numpy(), name="group")
-        y_true, y_pred = (codes[known] for codes in _encode(frame, classes))
-        by_group = MetricFrame(
-            metrics={"rates": functools.partial(_class_rates, n_classes=len(classes))},
-            y_true=y_true,
-            y_pred=y_pred,
-            sensitive_features=groups,
-        ).by_group["rates"]
-        # (group, rate, class); NaN marks a rate undefined in that group.
-        rates = np.stack(by_group.to_list())
-        spread = rates.max(axis=0) - rates.min(axis=0)
-        for i, label in enumerate(classes):
-            reason = _eo_undefined_reason(
-                by_group.index, rates[:, _TPR, i], rates[:, _FPR, i], label=label
-            )
-            eo = max(spread[_TPR, i], spread[_FPR, i])
-            rows.append(
-                {
-                    "strategy": strategy,
-                    "attribute": attribute_label(columns),
-                    "class": label,
-                    "n": len(groups),
-                    "n_groups": groups.nunique(),
-                    "n_positive": int((y_true == i).sum()),
-                    "demographic_parity_difference": float(spread[_SELECTION_RATE, i]),
-                    "equalized_odds_difference": np.nan if reason else float(eo),
-                    "eo_undefined_reason": reason,
-                }
-            )
-    return pd.DataFrame(rows)
+        order = position[rows["image_id"]].to_numpy()
+        if (index.get_indexer(rows["y_true"]) != y_true[order]).any():
+            raise ValueError(f"run {label} has other true labels for the same images")
+        for column in columns:
+            if not _same_values(rows[column].to_numpy(), images[column].to_numpy()[order]):
+                raise ValueError(f"run {label} has other {column!r} values for the same images")
+        y_pred[run, order] = index.get_indexer(rows["y_pred"])
+    return Runs(key_table, images, tuple(classes), y_true.astype(np.int64), y_pred)
 
 
-def fairness_summary(
-    predictions: pd.DataFrame,
+@dataclass(frozen=True)
+class Groups:
+    """Group coding of one sensitive attribute (or intersection) over the test images.
+
+    Group ``i < n_known`` is ``names[i]``; code ``n_known`` marks rows whose attribute is
+    unknown and ``n_known + 1`` rows that a resampled label put in a combination absent from
+    the observed data (left out of every figure).
+    """
+
+    attribute: str
+    columns: tuple[str, ...]
+    names: tuple[str, ...]
+    values: pd.DataFrame
+    vocabularies: tuple[pd.Index, ...]
+    codes: np.ndarray
+    lookup: np.ndarray
+
+    @property
+    def n_known(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.names) + 2
+
+    def encode(self, label_codes: Sequence[np.ndarray]) -> np.ndarray:
+        """Group codes of per-column label codes (vocabulary positions, -1 for null)."""
+        mixed: np.ndarray | int = 0
+        unknown: np.ndarray | bool = False
+        for codes, vocabulary in zip(label_codes, self.vocabularies, strict=True):
+            mixed = mixed * len(vocabulary) + np.maximum(codes, 0)
+            unknown = unknown | (codes < 0)
+        groups = self.lookup[mixed]
+        groups[np.broadcast_to(unknown, groups.shape)] = self.n_known
+        return groups
+
+
+def group_coding(
+    images: pd.DataFrame,
+    sensitive: Sensitive,
     *,
-    attributes: Sequence[Sensitive],
-    classes: Sequence[str],
-) -> pd.DataFrame:
-    """Headline accuracy and fairness figures per (strategy, attribute).
+    extra_values: Mapping[str, Sequence[str]] | None = None,
+    order: Mapping[str, Sequence[str]] = ATTRIBUTE_CLASSES,
+) -> Groups:
+    """Code the groups of ``sensitive`` among ``images``.
 
     Parameters
     ----------
-    predictions : pandas.DataFrame
-        Prediction table with ``strategy``, ``y_true``, ``y_pred``, the attribute columns and
-        their ``<attribute>_source`` columns.
-    attributes : sequence of (str or sequence of str)
-        Attributes to summarise; a list entry is an intersection, e.g.
-        ``["race", "gender", ["race", "gender"]]``.
-    classes : sequence of str
-        Every emotion class.
+    images : pandas.DataFrame
+        One row per test image with the attribute columns.
+    sensitive : str or sequence of str
+        Attribute column, or several columns whose intersection defines the groups.
+    extra_values : mapping of str to sequence of str, optional
+        Further values a column may take when its labels are resampled (the posterior's
+        classes); they extend the vocabulary, not the groups.
+    order : mapping of str to sequence of str
+        Preferred order of each column's values (FairFace order: age groups ascending);
+        values not listed follow, sorted.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per (strategy, attribute), strategies in order of appearance, with columns:
-
-        - ``n``, ``overall_accuracy``: all the strategy's rows, unknown attribute included;
-        - ``n_unknown``: rows with a null attribute, left out of everything below;
-        - ``n_groups``, ``worst_group``, ``worst_group_accuracy``, ``best_group``,
-          ``best_group_accuracy``, ``accuracy_gap`` (best - worst), ``accuracy_ratio``
-          (worst / best, NaN if best is 0);
-        - ``dp_difference_mean``, ``dp_difference_max``, ``eo_difference_mean``,
-          ``eo_difference_max``: mean and max over classes of the one-vs-rest differences of
-          :func:`one_vs_rest_disparities`, over the classes where they are defined;
-        - ``n_classes_eo_undefined``: classes whose equalized odds difference is NaN;
-        - ``label_source``: ``"ground_truth"``, ``"inferred"`` or ``"mixed"``, from the
-          ``*_source`` values of the rows with a known attribute.
+    Groups
+        Groups are the combinations present in ``images``, ordered by ``order``.
 
     Raises
     ------
     ValueError
-        If a column is missing or a label is not in ``classes`` (see :func:`group_metrics`).
+        If a value is literally ``"<unknown>"`` or no row has a known value.
     """
-    if not attributes:
-        raise ValueError("attributes is empty: pass e.g. ['race', 'gender', ['race', 'gender']]")
-    for sensitive in attributes:
-        _validate(
-            predictions,
-            columns=[c for a in _as_columns(sensitive) for c in (a, f"{a}_source")],
-            classes=classes,
-        )
-    parts = []
-    for sensitive in attributes:
-        groups = group_metrics(predictions, sensitive=sensitive, classes=classes)
-        disparities = one_vs_rest_disparities(predictions, sensitive=sensitive, classes=classes)
-        for strategy, frame in _by_strategy(predictions):
-            parts.append(
-                _summary_row(
-                    frame,
-                    columns=_as_columns(sensitive),
-                    groups=groups[groups["strategy"] == strategy],
-                    disparities=disparities[disparities["strategy"] == strategy],
-                )
-                | {"strategy": strategy}
+    columns = as_columns(sensitive)
+    extra_values = extra_values or {}
+    vocabularies = []
+    label_codes = []
+    for column in columns:
+        values = images[column]
+        if values.isin([UNKNOWN_GROUP]).any():
+            raise ValueError(
+                f"a value of {column!r} is literally {UNKNOWN_GROUP!r}, which is reserved for "
+                "null values; store unknown values as null instead"
             )
-    summary = pd.DataFrame(parts)
-    order = {s: i for i, s in enumerate(pd.unique(predictions["strategy"]))}
-    summary = summary.sort_values("strategy", key=lambda s: s.map(order), kind="stable")
-    first = ["strategy", "attribute"]
-    return summary[first + [c for c in summary.columns if c not in first]].reset_index(drop=True)
+        present = set(values.dropna()) | set(extra_values.get(column, ()))
+        preferred = [v for v in order.get(column, ()) if v in present]
+        vocabulary = pd.Index(preferred + sorted(present.difference(preferred)))
+        vocabularies.append(vocabulary)
+        label_codes.append(vocabulary.get_indexer(values.astype(object).where(values.notna())))
+    radix = [len(v) for v in vocabularies]
+    mixed = np.zeros(len(images), dtype=np.int64)
+    for codes, size in zip(label_codes, radix, strict=True):
+        mixed = mixed * size + np.maximum(codes, 0)
+    known = np.logical_and.reduce([codes >= 0 for codes in label_codes])
+    if not known.any():
+        raise ValueError(
+            f"no row has a known {attribute_label(columns)!r}: every value is null; check the "
+            "demographic labelling step or leave this attribute out"
+        )
+    observed = np.unique(mixed[known])
+    lookup = np.full(int(np.prod(radix)), len(observed) + 1, dtype=np.int64)
+    lookup[observed] = np.arange(len(observed))
+    combinations = np.stack(np.unravel_index(observed, radix), axis=1)
+    values = pd.DataFrame(
+        {
+            column: vocabulary[combinations[:, i]]
+            for i, (column, vocabulary) in enumerate(zip(columns, vocabularies, strict=True))
+        }
+    )
+    names = functools.reduce(
+        lambda left, right: left + INTERSECTION_SEPARATOR + right,
+        (values[column].astype(str) for column in columns),
+    )
+    return Groups(
+        attribute=attribute_label(columns),
+        columns=tuple(columns),
+        names=tuple(names),
+        values=values,
+        vocabularies=tuple(vocabularies),
+        codes=np.where(known, lookup[mixed], len(observed)),
+        lookup=lookup,
+    )
 
 
-def compare_strategies(summary: pd.DataFrame, *, baseline: str = "baseline") -> pd.DataFrame:
-    """Put all strategies side by side with their change against the baseline strategy.
+def confusion_counts(
+    groups: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    n_groups: int,
+    n_classes: int,
+) -> np.ndarray:
+    """Confusion counts per group with one ``bincount``, over any leading axes.
 
     Parameters
     ----------
-    summary : pandas.DataFrame
-        Output of :func:`fairness_summary`.
-    baseline : str, default "baseline"
-        Strategy the others are compared with.
+    groups, y_true, y_pred : numpy.ndarray
+        Integer codes of shapes broadcastable to (..., n_images).
+    n_groups, n_classes : int
+        Number of group codes and class codes.
 
     Returns
     -------
-    pandas.DataFrame
-        ``summary`` ordered by attribute (first-appearance order), baseline first then the
-        other strategies, with a ``<metric>_delta`` column (strategy minus baseline, same
-        attribute) for every metric in :data:`DELTA_METRICS`; the baseline's deltas are 0. A
-        delta is NaN where the baseline lacks that attribute. For ``accuracy_gap`` and the
-        DP/EO differences a negative delta is an improvement; for accuracies and
-        ``accuracy_ratio`` a positive one is.
-
-    Raises
-    ------
-    ValueError
-        If columns are missing, ``baseline`` is not a strategy of ``summary``, or a
-        (strategy, attribute) pair occurs twice.
+    numpy.ndarray
+        Counts of shape (..., n_groups, n_classes, n_classes): [group, true class, predicted
+        class].
     """
-    missing = [c for c in ("strategy", "attribute", *DELTA_METRICS) if c not in summary.columns]
-    if missing:
-        raise ValueError(f"summary lacks columns {missing}; pass the output of fairness_summary()")
-    strategies = list(pd.unique(summary["strategy"]))
-    if baseline not in strategies:
-        raise ValueError(
-            f"baseline strategy {baseline!r} is not in the summary (strategies: {strategies}); "
-            "pass baseline= one of them"
-        )
-    duplicated = summary.duplicated(["strategy", "attribute"])
-    if duplicated.any():
-        pairs = summary.loc[duplicated, ["strategy", "attribute"]].to_records(index=False)
-        raise ValueError(
-            f"summary has several rows for (strategy, attribute) {list(map(tuple, pairs))}; "
-            "each pair must occur once"
-        )
-    reference = summary[summary["strategy"] == baseline].set_index("attribute")
-    compared = summary.copy()
-    for metric in DELTA_METRICS:
-        compared[f"{metric}_delta"] = compared[metric] - compared["attribute"].map(
-            reference[metric]
-        )
-    strategy_rank = {s: i for i, s in enumerate([baseline, *strategies])}
-    attribute_rank = {a: i for i, a in enumerate(pd.unique(summary["attribute"]))}
-    compared = compared.sort_values(
-        ["attribute", "strategy"],
-        key=lambda s: s.map(attribute_rank if s.name == "attribute" else strategy_rank),
-        kind="stable",
-    )
-    return compared.reset_index(drop=True)
+    cells = (groups * n_classes + y_true) * n_classes + y_pred
+    leading = cells.shape[:-1]
+    size = n_groups * n_classes * n_classes
+    offsets = np.arange(int(np.prod(leading)), dtype=np.int64) * size
+    flat = (cells.reshape(-1, cells.shape[-1]) + offsets[:, None]).ravel()
+    counts = np.bincount(flat, minlength=len(offsets) * size)
+    return counts.reshape(*leading, n_groups, n_classes, n_classes)
 
 
-def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
+def figures(confusion: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Every group, class and summary figure of confusion counts, over any leading axes.
+
+    Parameters
+    ----------
+    confusion : numpy.ndarray
+        Counts (..., n_known + 2, K, K) from :func:`confusion_counts` with the group codes of
+        :class:`Groups`: the known groups, then unknown, then unseen.
+
+    Returns
+    -------
+    dict
+        ``"group"``: :data:`GROUP_METRICS` and ``count``, shape (..., n_known + 1) (the known
+        groups, then the unknown rows); ``"group_class"``: :data:`GROUP_CLASS_METRICS` and
+        ``n_true``, shape (..., n_known, K); ``"class"``: :data:`CLASS_METRICS`, shape
+        (..., K); ``"summary"``: :data:`SUMMARY_METRICS`, shape (...).
+
+    Notes
+    -----
+    For group g and class c (one-vs-rest): selection rate P(pred = c | g); ``tpr`` (the
+    recall) P(pred = c | true = c, g); ``fpr`` P(pred = c | true != c, g); ``fnr`` = 1 -
+    ``tpr``; ``spd`` the statistical parity difference of g against the other known groups,
+    P(pred = c | g) - P(pred = c | not g). Per group: ``balanced_accuracy`` is the mean
+    recall over the classes present in the group (scikit-learn's definition), ``macro_f1``
+    the mean F1 over the classes that are true or predicted in it, and ``fpr`` / ``fnr`` the
+    means of the per-class rates. Per class, across the known groups present:
+    ``dp_difference`` max - min selection rate, ``dp_ratio`` min / max (the disparate impact
+    ratio), ``spd_max_abs`` the largest \\|spd\\|, ``eop_difference`` max - min ``tpr`` (equal
+    opportunity) and ``eo_difference`` the larger of that and max - min ``fpr`` (equalized
+    odds). A rate without a denominator is NaN, not 0; equal opportunity and equalized odds
+    are NaN when a present group has no image of the class (or only images of it), where
+    fairlearn would silently score the missing rate as 0. The summary takes worst case and
+    mean over classes, skipping NaN, and the accuracy of the worst and best known group,
+    their gap and their ratio (min / max, the fairness measure of Xu et al. 2020).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, as meant
+        labelled = confusion[..., :-1, :, :].astype(np.float64)
+        n = labelled.sum(axis=(-2, -1))
+        n_true = labelled.sum(axis=-1)
+        n_pred = labelled.sum(axis=-2)
+        hits = np.diagonal(labelled, axis1=-2, axis2=-1)
+        tpr = hits / n_true
+        fpr = (n_pred - hits) / (n[..., None] - n_true)
+        selection = n_pred / n[..., None]
+        f1 = np.where(n_true + n_pred > 0, 2 * hits / (n_true + n_pred), np.nan)
+        accuracy = hits.sum(axis=-1) / n
+        group = {
+            "count": n,
+            "accuracy": accuracy,
+            "balanced_accuracy": np.nanmean(tpr, axis=-1),
+            "macro_f1": np.nanmean(f1, axis=-1),
+            "fpr": np.nanmean(fpr, axis=-1),
+            "fnr": np.nanmean(1 - tpr, axis=-1),
+        }
+
+        known = slice(0, labelled.shape[-3] - 1)
+        n_known, pred_known = n[..., known], n_pred[..., known, :]
+        rest_pred = pred_known.sum(axis=-2, keepdims=True) - pred_known
+        rest_n = n_known.sum(axis=-1, keepdims=True) - n_known
+        spd = selection[..., known, :] - rest_pred / rest_n[..., None]
+        group_class = {
+            "n_true": n_true[..., known, :],
+            "selection_rate": selection[..., known, :],
+            "tpr": tpr[..., known, :],
+            "fpr": fpr[..., known, :],
+            "fnr": 1 - tpr[..., known, :],
+            "spd": spd,
+        }
+
+        present = (n_known > 0)[..., None]
+        sel_known = selection[..., known, :]
+        dp_max, dp_min = np.nanmax(sel_known, axis=-2), np.nanmin(sel_known, axis=-2)
+        tpr_known, fpr_known = tpr[..., known, :], fpr[..., known, :]
+        tpr_defined = ~(present & np.isnan(tpr_known)).any(axis=-2)
+        fpr_defined = ~(present & np.isnan(fpr_known)).any(axis=-2)
+        tpr_spread = np.nanmax(tpr_known, axis=-2) - np.nanmin(tpr_known, axis=-2)
+        fpr_spread = np.nanmax(fpr_known, axis=-2) - np.nanmin(fpr_known, axis=-2)
+        eop = np.where(tpr_defined, tpr_spread, np.nan)
+        eo = np.where(tpr_defined & fpr_defined, np.maximum(tpr_spread, fpr_spread), np.nan)
+        by_class = {
+            "dp_difference": dp_max - dp_min,
+            "dp_ratio": np.where(dp_max > 0, dp_min / dp_max, np.nan),
+            "spd_max_abs": np.nanmax(np.abs(spd), axis=-2),
+            "eo_difference": eo,
+            "eop_difference": eop,
+        }
+
+        all_hits = np.diagonal(confusion, axis1=-2, axis2=-1).sum(axis=(-2, -1))
+        worst = np.nanmin(accuracy[..., known], axis=-1)
+        best = np.nanmax(accuracy[..., known], axis=-1)
+        summary = {
+            "overall_accuracy": all_hits / confusion.sum(axis=(-3, -2, -1)),
+            "worst_group_accuracy": worst,
+            "best_group_accuracy": best,
+            "accuracy_gap": best - worst,
+            "accuracy_ratio": np.where(best > 0, worst / best, np.nan),
+        }
+        for name, values, worst_case in (
+            ("dp_difference", by_class["dp_difference"], np.nanmax),
+            ("dp_ratio", by_class["dp_ratio"], np.nanmin),
+            ("spd", by_class["spd_max_abs"], np.nanmax),
+            ("eo_difference", eo, np.nanmax),
+            ("eop_difference", eop, np.nanmax),
+        ):
+            suffix = "min" if worst_case is np.nanmin else "max"
+            summary[f"{name}_{suffix}"] = worst_case(values, axis=-1)
+            summary[f"{name}_mean"] = np.nanmean(values, axis=-1)
+    return {
+        "group": group,
+        "group_class": group_class,
+        "class": by_class,
+        "summary": {name: summary[name] for name in SUMMARY_METRICS},
+    }
+
+
+def label_sources(images: pd.DataFrame, columns: Sequence[str]) -> str:
+    """``"ground_truth"``, ``"inferred"`` or ``"mixed"``: where the known labels came from."""
+    known = images[list(columns)].notna().all(axis=1).to_numpy()
+    sources = set(pd.unique(images[[f"{c}_source" for c in columns]].to_numpy()[known].ravel()))
+    return sources.pop() if len(sources) == 1 else "mixed"
+
+
+def label_note(
+    images: pd.DataFrame, columns: Sequence[str], label_accuracy: Mapping[str, float]
+) -> str:
+    """Where each column's labels came from, e.g. ``"race: inferred (accuracy 0.575)"``."""
+    parts = []
+    for column in columns:
+        source = label_sources(images, [column])
+        accuracy = label_accuracy.get(column)
+        detail = (
+            f" (accuracy {accuracy:.3f})"
+            if source != "ground_truth" and accuracy is not None
+            else ""
+        )
+        parts.append(f"{column}: {source.replace('_', ' ')}{detail}")
+    return "; ".join(parts)
+
+
+def write_table(
+    df: pd.DataFrame, stem: Path, *, markdown: pd.DataFrame | None = None
+) -> list[Path]:
     """Write a table as ``<stem>.parquet``, ``<stem>.csv`` and ``<stem>.md``.
 
-    Parquet and CSV keep full precision; the Markdown copy, meant for reading, shows floats
-    with 4 decimals. Each file is written to a temporary sibling and renamed, so an
-    interrupted job leaves no truncated file behind.
+    Parquet and CSV keep full precision; the Markdown copy, meant for reading, shows
+    ``markdown`` when given (e.g. :func:`fairfer.uncertainty.with_interval_text`) and ``df``
+    otherwise, floats with 4 decimals. Each file is written to a temporary sibling and
+    renamed, so an interrupted job leaves no truncated file behind.
 
     Parameters
     ----------
@@ -370,6 +520,8 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
         Table to write; its index is not written.
     stem : pathlib.Path
         Output path without extension; parent directories are created.
+    markdown : pandas.DataFrame, optional
+        Readable view of ``df`` for the Markdown copy.
 
     Returns
     -------
@@ -378,11 +530,12 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    readable = df if markdown is None else markdown
     writers: dict[str, Callable[[Path], object]] = {
         "parquet": lambda path: df.to_parquet(path, index=False),
         "csv": lambda path: df.to_csv(path, index=False),
         "md": lambda path: path.write_text(
-            df.to_markdown(index=False, floatfmt=".4f") + "\n", encoding="utf-8"
+            readable.to_markdown(index=False, floatfmt=".4f") + "\n", encoding="utf-8"
         ),
     }
     paths = []
@@ -395,21 +548,15 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     return paths
 
 
-def _as_columns(sensitive: Sensitive) -> list[str]:
-    columns = [sensitive] if isinstance(sensitive, str) else list(sensitive)
-    if not columns or len(set(columns)) != len(columns):
-        raise ValueError(
-            f"sensitive attribute {sensitive!r} must be a column name or a non-empty list of "
-            "distinct column names, e.g. 'race' or ['race', 'gender']"
-        )
-    return columns
+def _same_values(left: np.ndarray, right: np.ndarray) -> bool:
+    return bool(pd.Series(left, dtype=object).equals(pd.Series(right, dtype=object)))
 
 
 def _validate(predictions: pd.DataFrame, *, columns: Sequence[str], classes: Sequence[str]) -> None:
     if not classes or len(set(classes)) != len(classes):
         raise ValueError(f"classes {list(classes)!r} must be a non-empty list of distinct names")
-    required = ["strategy", "y_true", "y_pred", *columns]
-    missing = [c for c in required if c not in predictions.columns]
+    required = ["image_id", "strategy", "y_true", "y_pred", *columns]
+    missing = [c for c in dict.fromkeys(required) if c not in predictions.columns]
     if missing:
         raise ValueError(
             f"predictions lack columns {missing} (present: {list(predictions.columns)}); "
@@ -417,7 +564,7 @@ def _validate(predictions: pd.DataFrame, *, columns: Sequence[str], classes: Seq
         )
     if predictions.empty:
         raise ValueError("predictions is empty: there is nothing to measure")
-    for column in ("strategy", "y_true", "y_pred"):
+    for column in ("image_id", *run_keys(predictions), "y_true", "y_pred"):
         if predictions[column].isna().any():
             raise ValueError(f"predictions column {column!r} has null values; it must not")
     unknown = set(predictions["y_true"]).union(predictions["y_pred"]).difference(classes)
@@ -426,106 +573,3 @@ def _validate(predictions: pd.DataFrame, *, columns: Sequence[str], classes: Seq
             f"labels {sorted(unknown)} in y_true/y_pred are not in classes {list(classes)}; "
             "pass the class list the model was trained with"
         )
-
-
-def _by_strategy(predictions: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    for strategy in pd.unique(predictions["strategy"]):
-        yield strategy, predictions[predictions["strategy"] == strategy]
-
-
-def _group_features(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Attribute values as strings, ``UNKNOWN_GROUP`` in every column of a row with a null."""
-    # A positional index: concatenated prediction tables often repeat index labels.
-    values = frame[list(columns)].astype(object).reset_index(drop=True)
-    known = values.notna().all(axis=1)
-    if values[known].isin([UNKNOWN_GROUP]).any().any():
-        raise ValueError(
-            f"a value of {list(columns)} is literally {UNKNOWN_GROUP!r}, which is reserved for "
-            "null values; store unknown values as null instead"
-        )
-    # Fairlearn rejects null sensitive features, so unknown rows get a group of their own.
-    values.loc[~known] = UNKNOWN_GROUP
-    return values.astype(str), known.to_numpy()
-
-
-def _encode(frame: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels as class indices, which MetricFrame copies per group faster than strings."""
-    index = pd.Index(classes)
-    return index.get_indexer(frame["y_true"]), index.get_indexer(frame["y_pred"])
-
-
-def _group_labels(values: pd.DataFrame) -> pd.Series:
-    """Labels such as "White x Female" from an intersection's string columns.
-
-    Vectorised: a row-wise ``agg`` took seconds on a test set.
-    """
-    return functools.reduce(
-        lambda left, right: left + INTERSECTION_SEPARATOR + right,
-        (values[column] for column in values.columns),
-    )
-
-
-def _class_rates(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int) -> np.ndarray:
-    """One-vs-rest selection, true positive and false positive rate of every class.
-
-    One array-valued metric instead of one metric per rate and class: MetricFrame re-copies
-    the labels for every metric it evaluates, which made 24 scalar metrics ~10x slower. A rate
-    without a denominator is NaN, not the 0 that sklearn's confusion matrix gives.
-    """
-    n_true = np.bincount(y_true, minlength=n_classes)
-    n_pred = np.bincount(y_pred, minlength=n_classes)
-    hits = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
-    with np.errstate(invalid="ignore"):
-        return np.stack(
-            [n_pred / len(y_true), hits / n_true, (n_pred - hits) / (len(y_true) - n_true)]
-        )
-
-
-def _eo_undefined_reason(
-    groups: pd.Index, tpr: np.ndarray, fpr: np.ndarray, *, label: str
-) -> str | None:
-    no_positives = groups[np.isnan(tpr)].tolist()
-    no_negatives = groups[np.isnan(fpr)].tolist()
-    reasons = []
-    if no_positives:
-        reasons.append(f"no {label!r} images in group(s) {no_positives}")
-    if no_negatives:
-        reasons.append(f"only {label!r} images in group(s) {no_negatives}")
-    return "; ".join(reasons) or None
-
-
-def _summary_row(
-    frame: pd.DataFrame,
-    *,
-    columns: Sequence[str],
-    groups: pd.DataFrame,
-    disparities: pd.DataFrame,
-) -> dict[str, object]:
-    known = groups[groups["known"]]
-    worst = known.loc[known["accuracy"].idxmin()]
-    best = known.loc[known["accuracy"].idxmax()]
-    known_rows = frame[list(columns)].notna().all(axis=1).to_numpy()
-    sources = set(pd.unique(frame[[f"{c}_source" for c in columns]].to_numpy()[known_rows].ravel()))
-    dp = disparities["demographic_parity_difference"]
-    eo = disparities["equalized_odds_difference"]
-    return {
-        "attribute": attribute_label(columns),
-        "n": len(frame),
-        "n_unknown": int((~known_rows).sum()),
-        "overall_accuracy": float(accuracy_score(frame["y_true"], frame["y_pred"])),
-        "n_groups": len(known),
-        "worst_group": worst["group"],
-        "worst_group_accuracy": float(worst["accuracy"]),
-        "best_group": best["group"],
-        "best_group_accuracy": float(best["accuracy"]),
-        "accuracy_gap": float(best["accuracy"] - worst["accuracy"]),
-        "accuracy_ratio": float(worst["accuracy"] / best["accuracy"])
-        if best["accuracy"] > 0
-        else np.nan,
-        "dp_difference_mean": float(dp.mean()),
-        "dp_difference_max": float(dp.max()),
-        "eo_difference_mean": float(eo.mean()),
-        "eo_difference_max": float(eo.max()),
-        "n_classes_eo_undefined": int(eo.isna().sum()),
-        "label_source": sources.pop() if len(sources) == 1 else "mixed",
-    }

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fairfer.images import check_image_bytes, read_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,19 @@ MANIFEST = pa.schema(
     metadata={"emotion_votes_order": json.dumps(FERPLUS_VOTE_COLUMNS)},
 )
 
+#: Rows an ingest rule could not put in its manifest, and why.
+INGEST_REJECTS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        # duplicate_image_id, missing_file, unreadable_file, undecodable_image, image_too_large.
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
+
 ALIGNED = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
@@ -101,8 +117,14 @@ ALIGNED = pa.schema(
 )
 
 
-def embeddings_schema(dimension: int, *, weights: str, weights_sha256: str) -> pa.Schema:
-    """Schema of an embeddings file; the weights used are recorded in its metadata."""
+def embeddings_schema(
+    dimension: int, *, weights: str, weights_sha256: str, embedder: str = "frozen"
+) -> pa.Schema:
+    """Schema of an embeddings file; the network used is recorded in its metadata.
+
+    ``embedder`` is ``frozen`` (the pretrained ``weights``) or ``finetuned`` (fine-tuned from
+    them; ``weights_sha256`` is then the fine-tuned checkpoint's).
+    """
     return pa.schema(
         [
             pa.field("image_id", pa.string(), nullable=False),
@@ -115,8 +137,19 @@ def embeddings_schema(dimension: int, *, weights: str, weights_sha256: str) -> p
             "weights": weights,
             "weights_sha256": weights_sha256,
             "random_weights": json.dumps(weights == "random"),
+            "embedder": embedder,
         },
     )
+
+
+#: Which FairFace train images fine-tuned FaceNet (``fit``) and which were held out for its
+#: model selection (``selection``); classifiers on fine-tuned embeddings are fitted on the latter.
+FINETUNE_ROLES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+    ]
+)
 
 
 def group_labels_schema() -> pa.Schema:
@@ -236,22 +269,74 @@ def publish_manifest(
     manifest_path: Path,
     report: dict,
     report_path: Path,
+    *,
+    rejects_path: Path,
+    batch_rows: int = 1024,
 ) -> dict:
-    """Write the manifest with each image's bytes, and its JSON count report.
+    """Attach each image's bytes as stored and write the manifest, its rejects and a report.
 
-    Bytes are read from ``image_root / source_path`` unless the adapter already encoded them
-    (an ``image`` column, as for ``fer2013.csv`` whose pixels are not files).
+    Rows are streamed in batches of ``batch_rows``, so memory does not grow with the dataset.
+    A row whose ``image_id`` repeats an earlier row's, whose file is missing or unreadable, or
+    whose bytes do not decode to an image within Pillow's size limit goes to ``rejects_path``
+    (schema :data:`INGEST_REJECTS`) with its reason instead of the manifest; every other rule
+    can therefore rely on unique ids and decodable images. The JSON report reconciles:
+    ``rows_in = rows + sum(rejected.values())``. Bytes are read from
+    ``image_root / source_path`` unless the adapter already encoded them (an ``image`` column,
+    as for ``fer2013.csv`` whose pixels are not files); those are checked the same way.
     """
-    if "image" not in manifest:
-        manifest = manifest.assign(
-            image=[(Path(image_root) / path).read_bytes() for path in manifest["source_path"]]
-        )
-    write_parquet(manifest, manifest_path, MANIFEST)
+    encoded = "image" in manifest
+    duplicate = manifest["image_id"].duplicated(keep="first").to_numpy()
+    first_path = manifest.drop_duplicates("image_id").set_index("image_id")["source_path"]
+    rejects: list[dict] = []
+    kept = {"split": Counter(), "label_status": Counter()}
+
+    def batches() -> Iterator[pa.Table]:
+        for start in range(0, len(manifest), batch_rows):
+            chunk = manifest.iloc[start : start + batch_rows]
+            keep, images = [], []
+            for position, row in enumerate(chunk.itertuples(index=False)):
+                if duplicate[start + position]:
+                    reason = ("duplicate_image_id", f"also {first_path[row.image_id]}")
+                elif encoded:
+                    data, reason = check_image_bytes(row.image)
+                else:
+                    data, reason = read_image_file(Path(image_root) / row.source_path)
+                if reason is None:
+                    keep.append(position)
+                    images.append(data)
+                    kept["split"][row.split] += 1
+                    kept["label_status"][row.label_status] += 1
+                    continue
+                rejects.append(
+                    {
+                        "image_id": row.image_id,
+                        "dataset": row.dataset,
+                        "split": row.split,
+                        "source_path": row.source_path,
+                        "reason": reason[0],
+                        "detail": reason[1],
+                    }
+                )
+            yield table_from_frame(chunk.iloc[keep].assign(image=images), MANIFEST)
+
+    write_parquet(batches(), manifest_path, MANIFEST)
+    rejected = pd.DataFrame(rejects, columns=INGEST_REJECTS.names)
+    write_parquet(rejected, rejects_path, INGEST_REJECTS)
     report = {
         **report,
-        "rows": len(manifest),
-        "rows_by_split": manifest["split"].value_counts().to_dict(),
-        "label_status": manifest["label_status"].value_counts().to_dict(),
+        "rows_in": len(manifest),
+        "rows": len(manifest) - len(rejected),
+        "rejected": rejected["reason"].value_counts().sort_index().to_dict(),
+        "rows_by_split": dict(sorted(kept["split"].items())),
+        "label_status": dict(sorted(kept["label_status"].items())),
     }
+    if len(rejected):
+        logger.warning(
+            "%d of %d rows rejected at ingest (%s), e.g. %s",
+            len(rejected),
+            len(manifest),
+            report["rejected"],
+            rejects[0],
+        )
     Path(report_path).write_text(json.dumps(report, indent=2, default=int) + "\n")
     return report

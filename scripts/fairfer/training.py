@@ -19,16 +19,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fairfer.images import to_grayscale
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 48
 
 
 def decode_grayscale(images: Sequence[bytes], size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Decode encoded images into a uint8 tensor (N, 1, size, size)."""
+    """Decode encoded images of any pixel format into a uint8 tensor (N, 1, size, size)."""
     arrays = []
     for data in images:
-        image = Image.open(io.BytesIO(data)).convert("L")
+        image = to_grayscale(Image.open(io.BytesIO(data)))
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         arrays.append(np.asarray(image, dtype=np.uint8))

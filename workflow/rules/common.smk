@@ -19,13 +19,15 @@ DATASETS = [EMOTION_DATASET, "fairface", *EXTERNAL_REFERENCES]
 FOLDER_DATASETS = [EMOTION_DATASET, *EXTERNAL_REFERENCES]
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
 STRATEGIES = list(config["strategies"])
+# Every comparison is against this strategy (check_strategies makes sure it is configured).
+BASELINE = "baseline"
 SHARDS = list(range(config["alignment"]["shards"]))
 
 
 def check_strategies():
-    if "baseline" not in STRATEGIES:
+    if BASELINE not in STRATEGIES:
         raise ValueError(
-            "config key strategies must include 'baseline': every table compares against it"
+            f"config key strategies must include {BASELINE!r}: every table compares against it"
         )
     if config["embedding"]["weights"] == "random" and not config["embedding"][
         "allow_random_weights"
@@ -202,6 +204,40 @@ def facenet_state_dict():
     return f"resources/facenet/sandberg-keras-{digest}.pt"
 
 
+def finetune_mem_mb(wildcards, input):
+    """Memory of finetune_facenet: the float16 activation cache of FairFace train at the cut
+    (mirror images included), plus the network and the crops.
+
+    The number of images is estimated from the aligned shards (about 17 kB per PNG crop).
+    """
+    trainable = config["finetune"]["trainable_blocks"]
+    # Activation values per image at the cut below the trainable blocks (160x160 input).
+    per_image = (
+        1792 * 3 * 3 if trainable <= 6
+        else 896 * 8 * 8 if trainable <= 17
+        else 256 * 17 * 17 if trainable <= 23
+        else 3 * 160 * 160
+    )
+    images = sum(Path(path).stat().st_size for path in input.aligned) / 17_000
+    copies = 2 if config["finetune"]["flip"] else 1
+    return int(3000 + 2 * per_image * images * copies / 2**20 + input.size_mb)
+
+
+def race_matching_embeddings(dataset):
+    """Embedding shards match_race_labels reads for ``dataset``, per race_matching.embedder."""
+    directory = {"frozen": "embeddings", "finetuned": "embeddings_finetuned"}[
+        config["race_matching"]["embedder"]
+    ]
+    return shard_files(f"results/{directory}/{{dataset}}/shard-{{shard}}.parquet", dataset)
+
+
+def race_matching_fit_subset():
+    """Fine-tuned embeddings: the classifiers fit only on the images fine-tuning held out."""
+    if config["race_matching"]["embedder"] == "finetuned":
+        return "results/finetune/roles.parquet"
+    return []
+
+
 def strategy_params(wildcards):
     return config["strategies"][wildcards.strategy]
 
@@ -220,6 +256,8 @@ def training_inputs(wildcards):
 # Kubernetes profile) rules.<rule>.output holds storage objects, which expand() refuses.
 ALIGNED_SHARD = "results/aligned/{dataset}/shard-{shard}.parquet"
 EMBEDDED_SHARD = "results/embeddings/{dataset}/shard-{shard}.parquet"
+PREDICTIONS = "results/predictions/{strategy}.parquet"
+GRADCAM_MAP = "results/report/gradcam/{strategy}.png"
 
 
 def shard_files(pattern, dataset):
@@ -227,9 +265,10 @@ def shard_files(pattern, dataset):
 
 
 def all_outputs():
-    return expand("results/fairness/{strategy}/intervals.md", strategy=STRATEGIES) + [
+    return expand("results/fairness/{strategy}/summary.md", strategy=STRATEGIES) + [
         "results/fairness/comparison.md",
         "results/metrics.json",
+        "results/report/fairness_report.html",
         "results/group_labels/classifier_report.json",
         "results/group_labels/composition.png",
         "results/faces/alignment_report.csv",

@@ -8,11 +8,13 @@ rule fairness_tables:
         group_metrics=multiext(
             "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
         ),
+        group_class_metrics=multiext(
+            "results/fairness/{strategy}/group_class_metrics", ".parquet", ".csv", ".md"
+        ),
         class_disparities=multiext(
             "results/fairness/{strategy}/class_disparities", ".parquet", ".csv", ".md"
         ),
         summary=multiext("results/fairness/{strategy}/summary", ".parquet", ".csv", ".md"),
-        intervals=multiext("results/fairness/{strategy}/intervals", ".parquet", ".csv", ".md"),
     params:
         attributes=config["fairness"]["attributes"],
         min_group_size=config["fairness"]["min_group_size"],
@@ -26,8 +28,8 @@ rule fairness_tables:
         strategy="|".join(STRATEGIES),
     threads: 1
     resources:
-        mem_mb=retry_scaled(1000),
-        runtime=retry_scaled(20),
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -36,19 +38,27 @@ rule fairness_tables:
 
 rule compare_strategies:
     input:
-        summaries=expand("results/fairness/{strategy}/summary.parquet", strategy=STRATEGIES),
+        predictions=expand(PREDICTIONS, strategy=STRATEGIES),
+        group_labels=rules.match_race_labels.output.labels,
+        classifier_report=rules.match_race_labels.output.report,
         modules=package_modules("compare_strategies"),
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
+        by_seed=multiext("results/fairness/comparison_by_seed", ".parquet", ".csv", ".md"),
         metrics="results/metrics.json",
+    params:
+        attributes=config["fairness"]["attributes"],
+        uncertainty=config["fairness"]["uncertainty"],
+        seed=config["seed"],
+        baseline=BASELINE,
     log:
         "logs/compare_strategies.log",
     benchmark:
         "logs/benchmarks/compare_strategies.tsv"
     threads: 1
     resources:
-        mem_mb=retry_scaled(1000),
-        runtime=retry_scaled(10),
+        mem_mb=retry_scaled(3000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -63,6 +63,7 @@ rule ingest_fairface:
     output:
         manifest="results/manifests/fairface.parquet",
         report="results/manifests/fairface_report.json",
+        rejects="results/manifests/fairface_rejects.parquet",
     params:
         labels=config["datasets"]["fairface"]["labels"],
         sample=config["datasets"]["fairface"]["sample"],
@@ -89,6 +90,7 @@ rule ingest_ferplus:
     output:
         manifest="results/manifests/ferplus.parquet",
         report="results/manifests/ferplus_report.json",
+        rejects="results/manifests/ferplus_rejects.parquet",
     params:
         root=dataset_root("ferplus"),
         layout=config["datasets"]["ferplus"]["layout"],
@@ -117,6 +119,7 @@ rule ingest_rafdb:
     output:
         manifest="results/manifests/rafdb.parquet",
         report="results/manifests/rafdb_report.json",
+        rejects="results/manifests/rafdb_rejects.parquet",
     params:
         root=dataset_root("rafdb"),
         rafdb=config["datasets"]["rafdb"],
@@ -142,6 +145,7 @@ rule ingest_generic:
     output:
         manifest="results/manifests/generic.parquet",
         report="results/manifests/generic_report.json",
+        rejects="results/manifests/generic_rejects.parquet",
     params:
         root=dataset_root("generic"),
         generic=config["datasets"]["generic"],
@@ -167,6 +171,7 @@ rule ingest_utkface:
     output:
         manifest="results/manifests/utkface.parquet",
         report="results/manifests/utkface_report.json",
+        rejects="results/manifests/utkface_rejects.parquet",
     params:
         root=dataset_root("utkface"),
         image_glob=config["datasets"]["utkface"]["image_glob"],

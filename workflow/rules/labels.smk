@@ -1,14 +1,15 @@
 rule match_race_labels:
     input:
-        reference=shard_files(EMBEDDED_SHARD, "fairface"),
+        reference=race_matching_embeddings("fairface"),
         reference_manifest="results/manifests/fairface.parquet",
-        target=shard_files(EMBEDDED_SHARD, EMOTION_DATASET),
+        target=race_matching_embeddings(EMOTION_DATASET),
         target_manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
         # Labelled demographic datasets the classifiers are also evaluated on.
-        external=[shard_files(EMBEDDED_SHARD, d) for d in EXTERNAL_REFERENCES],
+        external=[race_matching_embeddings(d) for d in EXTERNAL_REFERENCES],
         external_manifests=expand(
             "results/manifests/{dataset}.parquet", dataset=EXTERNAL_REFERENCES
         ),
+        fit_subset=race_matching_fit_subset(),
         modules=package_modules("match_race_labels"),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",

@@ -1,0 +1,189 @@
+"""Figures and the self-contained HTML report of the fairness results."""
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from fairfer.fairness import RUN_KEYS
+from fairfer.plots import (
+    plot_equalized_odds_heatmaps,
+    plot_group_accuracy,
+    plot_group_confusions,
+    plot_tradeoff,
+)
+from fairfer.report import Figure, ReportInputs, build_report, external_references, method_notes
+from fairfer.tables import confusion_by_group
+
+logger = logging.getLogger(__name__)
+
+
+def with_run_label(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``run``: the strategy, prefixed by model and suffixed by seed where present."""
+    parts = [table[k].astype(str) for k in RUN_KEYS if k in table.columns]
+    if "seed" in table.columns:
+        parts[-1] = "seed " + parts[-1]
+    label = parts[0]
+    for part in parts[1:]:
+        label = label + " / " + part
+    return table.assign(run=label)
+
+
+def label_quality(classifier_report: dict, summary: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy, balanced accuracy and calibration error of the inferred attributes in use."""
+    inferred = set(summary.loc[summary["label_source"] != "ground_truth", "attribute"])
+    rows = [
+        {
+            "attribute": attribute,
+            "accuracy": result.get("accuracy"),
+            "balanced_accuracy": result.get("balanced_accuracy"),
+            "expected_calibration_error": result.get("expected_calibration_error"),
+        }
+        for attribute, result in classifier_report.get("attributes", {}).items()
+        if attribute in inferred
+    ]
+    return pd.DataFrame(rows)
+
+
+def figures(
+    predictions: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    classes: list[str],
+    attributes: list,
+    directory: Path,
+) -> dict:
+    """Write every figure of the report under ``directory``; return them by report section."""
+    directory.mkdir(parents=True, exist_ok=True)
+    summary, groups = tables["summary"], tables["group_metrics"]
+    found: dict = {
+        "headline": [
+            Figure(
+                plot_tradeoff(summary, directory / "tradeoff.png", run="run"),
+                "Overall accuracy against the max-min accuracy gap, per strategy and attribute.",
+            )
+        ],
+        "disparities": [
+            Figure(
+                plot_equalized_odds_heatmaps(
+                    tables["class_disparities"], directory / "equalized_odds.png", run="run"
+                ),
+                "One-vs-rest equalized-odds difference per attribute and class; grey: "
+                "undefined (a group has no image of the class).",
+            )
+        ],
+        "attributes": {},
+        "confusions": {},
+    }
+    for position, attribute in enumerate(dict.fromkeys(summary["attribute"])):
+        path = plot_group_accuracy(
+            groups[groups["attribute"] == attribute],
+            directory / f"group_accuracy_{position}.png",
+            run="run",
+        )
+        found["attributes"][attribute] = [
+            Figure(path, f"Accuracy per {attribute} group with 95% bootstrap intervals.")
+        ]
+    labelled = with_run_label(predictions)
+    for position, sensitive in enumerate(attributes):
+        confusions = confusion_by_group(predictions, sensitive=sensitive, classes=classes)
+        confusions = with_run_label(confusions)
+        attribute = confusions["attribute"].iloc[0]
+        found["confusions"][attribute] = [
+            Figure(
+                plot_group_confusions(
+                    confusions[confusions["run"] == run],
+                    directory / f"confusion_{position}_{index}.png",
+                    classes=classes,
+                    title=f"{run}: confusion matrices per {attribute} group",
+                ),
+                f"{run}: row-normalised confusion matrix of each {attribute} group.",
+            )
+            for index, run in enumerate(dict.fromkeys(labelled["run"]))
+        ]
+    return found
+
+
+def report(
+    predictions: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    comparison: pd.DataFrame,
+    classifier_report: dict,
+    *,
+    classes: list[str],
+    attributes: list,
+    figure_directory: Path,
+    composition_plot: Path,
+    gradcam_plots: list[Path],
+    settings: dict,
+) -> str:
+    tables = {name: with_run_label(table) for name, table in tables.items()}
+    found = figures(predictions, tables, classes, attributes, figure_directory)
+    uncertainty = settings["uncertainty"]
+    runs = list(dict.fromkeys(with_run_label(predictions)["run"]))
+    summary = tables["summary"]
+    inputs = ReportInputs(
+        title=f"Fairness of facial emotion recognition on {settings['dataset']}",
+        overview={
+            "test images": f"{summary['n'].iloc[0]:,}",
+            "runs": ", ".join(runs),
+            "baseline": settings["baseline"],
+            "attributes": ", ".join(dict.fromkeys(summary["attribute"])),
+            "intervals": f"{uncertainty['level']:.0%} percentile bootstrap, "
+            f"{uncertainty['draws']} draws ({uncertainty['method']})",
+            "small group": f"fewer than {settings['min_group_size']} test images",
+        },
+        comparison=comparison,
+        summary=summary,
+        group_metrics=tables["group_metrics"],
+        class_disparities=tables["class_disparities"],
+        headline_figures=found["headline"],
+        attribute_figures=found["attributes"],
+        disparity_figures=found["disparities"],
+        confusion_figures=found["confusions"],
+        gradcam_figures=[
+            Figure(path, f"Grad-CAM maps of {path.stem}: where the model looked for its answer.")
+            for path in gradcam_plots
+        ],
+        composition_figures=[
+            Figure(composition_plot, "Share of each group in the dataset (hatched: abstained).")
+        ],
+        label_quality=label_quality(classifier_report, summary),
+        methods=method_notes(
+            draws=uncertainty["draws"],
+            level=uncertainty["level"],
+            method=uncertainty["method"],
+            min_group_size=settings["min_group_size"],
+        ),
+        run_column="run",
+    )
+    page = build_report(inputs)
+    leaks = external_references(page)
+    if leaks:
+        raise ValueError(f"the report would load external resources: {leaks[:5]}")
+    return page
+
+
+if __name__ == "__main__":
+    from fairfer.logs import configure_logging
+    from fairfer.schemas import schema_metadata
+
+    configure_logging(snakemake.log[0])
+    prediction_paths = [Path(p) for p in snakemake.input.predictions]
+    tables = {
+        name: pd.concat([pd.read_parquet(p) for p in getattr(snakemake.input, name)])
+        for name in ("group_metrics", "class_disparities", "summary")
+    }
+    page = report(
+        pd.concat([pd.read_parquet(p) for p in prediction_paths], ignore_index=True),
+        tables,
+        pd.read_parquet(snakemake.input.comparison),
+        json.loads(Path(snakemake.input.classifier_report).read_text()),
+        classes=json.loads(schema_metadata(prediction_paths[0])["classes"]),
+        attributes=snakemake.params.attributes,
+        figure_directory=Path(snakemake.output.figures),
+        composition_plot=Path(snakemake.input.composition_plot),
+        gradcam_plots=[Path(p) for p in snakemake.input.gradcam],
+        settings=snakemake.params.settings,
+    )
+    Path(snakemake.output.report).write_text(page, encoding="utf-8")
