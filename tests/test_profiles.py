@@ -31,6 +31,8 @@ EVERY_RULE = {
     "train_model",
     "fairness_tables",
     "compare_strategies",
+    "gradcam_maps",
+    "fairness_report",
 }
 
 

@@ -256,6 +256,8 @@ def training_inputs(wildcards):
 # Kubernetes profile) rules.<rule>.output holds storage objects, which expand() refuses.
 ALIGNED_SHARD = "results/aligned/{dataset}/shard-{shard}.parquet"
 EMBEDDED_SHARD = "results/embeddings/{dataset}/shard-{shard}.parquet"
+PREDICTIONS = "results/predictions/{strategy}.parquet"
+GRADCAM_MAP = "results/report/gradcam/{strategy}.png"
 
 
 def shard_files(pattern, dataset):

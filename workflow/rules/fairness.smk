@@ -38,7 +38,7 @@ rule fairness_tables:
 
 rule compare_strategies:
     input:
-        predictions=expand(rules.train_model.output.predictions, strategy=STRATEGIES),
+        predictions=expand(PREDICTIONS, strategy=STRATEGIES),
         group_labels=rules.match_race_labels.output.labels,
         classifier_report=rules.match_race_labels.output.report,
         modules=package_modules("compare_strategies"),

@@ -3,9 +3,10 @@
 
 rule finetune_facenet:
     input:
-        aligned=shard_files(rules.align_faces.output.aligned, "fairface"),
+        aligned=shard_files(ALIGNED_SHARD, "fairface"),
         manifest="results/manifests/fairface.parquet",
         weights=facenet_state_dict(),
+        modules=package_modules("finetune_facenet"),
     output:
         checkpoint="results/finetune/facenet_multitask.pt",
         history="results/finetune/history.csv",
@@ -22,7 +23,7 @@ rule finetune_facenet:
     threads: config["finetune"]["threads"]
     resources:
         mem_mb=finetune_mem_mb,
-        runtime=600,
+        runtime=retry_scaled(600),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -33,6 +34,7 @@ rule embed_faces_finetuned:
     input:
         aligned=rules.align_faces.output.aligned,
         checkpoint=rules.finetune_facenet.output.checkpoint,
+        modules=package_modules("embed_faces_finetuned"),
     output:
         embeddings="results/embeddings_finetuned/{dataset}/shard-{shard}.parquet",
     params:
@@ -47,8 +49,8 @@ rule embed_faces_finetuned:
         shard=r"\d+",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=retry_scaled(3000),
+        runtime=retry_scaled(60),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -24,10 +24,14 @@ rule download_fairface:
         "../../scripts/download_fairface.py"
 
 
+# temp() as for FairFace: the manifest keeps what ingest needs, and a checkout whose manifests
+# came from `dvc pull` must not plan a download.
 rule download_dataset:
+    input:
+        modules=package_modules("download_dataset"),
     output:
-        archive="resources/downloads/{dataset}.archive",
-        root=directory("resources/datasets/{dataset}"),
+        archive=temp("resources/downloads/{dataset}.archive"),
+        root=temp(directory("resources/datasets/{dataset}")),
     params:
         source=lambda wildcards: config["datasets"][wildcards.dataset]["source"],
         sha256=lambda wildcards: config["datasets"][wildcards.dataset]["sha256"],
@@ -41,6 +45,10 @@ rule download_dataset:
         # Only datasets configured with an archive source; "(?!)" matches nothing.
         dataset="|".join(ARCHIVE_DATASETS) or "(?!)",
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -133,6 +141,7 @@ rule ingest_rafdb:
 rule ingest_generic:
     input:
         root=dataset_folder("generic"),
+        modules=package_modules("ingest_generic"),
     output:
         manifest="results/manifests/generic.parquet",
         report="results/manifests/generic_report.json",
@@ -145,9 +154,10 @@ rule ingest_generic:
         "logs/ingest_generic.log",
     benchmark:
         "logs/benchmarks/ingest_generic.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -157,6 +167,7 @@ rule ingest_generic:
 rule ingest_utkface:
     input:
         root=dataset_folder("utkface"),
+        modules=package_modules("ingest_utkface"),
     output:
         manifest="results/manifests/utkface.parquet",
         report="results/manifests/utkface_report.json",
@@ -170,9 +181,10 @@ rule ingest_utkface:
         "logs/ingest_utkface.log",
     benchmark:
         "logs/benchmarks/ingest_utkface.tsv"
+    threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -3,8 +3,9 @@ rule gradcam_maps:
         checkpoint=rules.train_model.output.checkpoint,
         predictions=rules.train_model.output.predictions,
         manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+        modules=package_modules("gradcam_maps"),
     output:
-        "results/report/gradcam/{strategy}.png",
+        GRADCAM_MAP,
     params:
         gradcam=config["report"]["gradcam"],
         seed=config["seed"],
@@ -16,8 +17,8 @@ rule gradcam_maps:
         strategy="|".join(STRATEGIES),
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=15,
+        mem_mb=retry_scaled(3000),
+        runtime=retry_scaled(15),
     conda:
         "../../envs/fairfer.yaml"
     script:
@@ -26,7 +27,7 @@ rule gradcam_maps:
 
 rule fairness_report:
     input:
-        predictions=expand(rules.train_model.output.predictions, strategy=STRATEGIES),
+        predictions=expand(PREDICTIONS, strategy=STRATEGIES),
         group_metrics=expand(
             "results/fairness/{strategy}/group_metrics.parquet", strategy=STRATEGIES
         ),
@@ -37,7 +38,8 @@ rule fairness_report:
         comparison="results/fairness/comparison.parquet",
         classifier_report=rules.match_race_labels.output.report,
         composition_plot=rules.match_race_labels.output.composition_plot,
-        gradcam=expand(rules.gradcam_maps.output, strategy=STRATEGIES),
+        gradcam=expand(GRADCAM_MAP, strategy=STRATEGIES),
+        modules=package_modules("fairness_report"),
     output:
         report="results/report/fairness_report.html",
         figures=directory("results/report/figures"),
@@ -53,9 +55,10 @@ rule fairness_report:
         "logs/fairness_report.log",
     benchmark:
         "logs/benchmarks/fairness_report.tsv"
+    threads: 1
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=retry_scaled(3000),
+        runtime=retry_scaled(30),
     conda:
         "../../envs/fairfer.yaml"
     script:

@@ -30,7 +30,7 @@ rule train_model:
     output:
         checkpoint="results/models/{strategy}/model.pt",
         history="results/models/{strategy}/history.csv",
-        predictions="results/predictions/{strategy}.parquet",
+        predictions=PREDICTIONS,
     params:
         training=config["training"],
         strategy=strategy_params,
