@@ -419,3 +419,56 @@ def test_interrupted_runs_finish_with_the_same_tables_bit_for_bit(run, interrupt
     assert differing == []
     recomputed = [p for p in results if "fairface" not in str(p)]
     assert len(recomputed) > 30
+
+
+@pytest.fixture(scope="module")
+def finetuned_run(tmp_path_factory, run) -> Path:
+    """The FER+ run's race labels from FaceNet fine-tuned on FairFace (two short epochs).
+
+    Manifests, alignment and weights are reused from the FER+ run (copied with their
+    timestamps), so only fine-tuning, its embeddings and the label matching run.
+    """
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline_finetuned"))
+    for reused in ("resources", "results/manifests", "results/aligned"):
+        shutil.copytree(run / reused, workdir / reused, dirs_exist_ok=True)
+    (workdir / "config" / "finetuned.yaml").write_text(
+        "race_matching: {embedder: finetuned}\nfinetune: {epochs: 2}\n"
+    )
+    snakemake(workdir, "--configfile", "config/ci.yaml", "config/finetuned.yaml", "race_labels")
+    return workdir
+
+
+def test_finetuned_embeddings_feed_the_race_labels(finetuned_run):
+    workdir = finetuned_run
+    roles = read(workdir, "results/finetune/roles.parquet")
+    fairface = pd.concat(
+        [read(workdir, f"results/aligned/fairface/shard-{s}.parquet") for s in range(2)]
+    )
+    trainable = fairface[(fairface["split"] == "train") & (fairface["status"] != "rejected")]
+    assert sorted(roles["image_id"]) == sorted(trainable["image_id"])
+    assert roles["role"].value_counts(normalize=True)["selection"] == pytest.approx(0.2, abs=0.01)
+    finetune = json.loads((workdir / "results/finetune/report.json").read_text())
+    history = pd.read_csv(workdir / "results/finetune/history.csv")
+    assert len(history) == finetune["epochs_run"] <= 2
+    assert history["selected"].sum() == 1
+
+    for dataset in ("ferplus", "fairface"):
+        aligned = pd.concat(
+            [read(workdir, f"results/aligned/{dataset}/shard-{s}.parquet") for s in range(2)]
+        )
+        shards = [f"results/embeddings_finetuned/{dataset}/shard-{s}.parquet" for s in range(2)]
+        embedded = pd.concat([read(workdir, shard) for shard in shards])
+        assert sorted(embedded["image_id"]) == sorted(
+            aligned.loc[aligned["status"] != "rejected", "image_id"]
+        )
+        assert len(embedded["embedding"].iloc[0]) == 128
+        assert pq.read_schema(workdir / shards[0]).metadata[b"embedder"] == b"finetuned"
+    assert not (workdir / "results/embeddings").exists()
+
+    report = json.loads((workdir / "results/group_labels/classifier_report.json").read_text())
+    assert report["embedder"] == "finetuned"
+    assert "held out" in report["classifiers_fit_on"]
+    assert report["n_train"] == (roles["role"] == "selection").sum()
+    assert report["attributes"]["race"]["accuracy"] > 0.25
+    labels = read(workdir, "results/group_labels/ferplus.parquet")
+    assert labels["race"].notna().all()
