@@ -1,4 +1,5 @@
-"""One table across strategies (deltas against the baseline) and a metrics JSON for DVC."""
+"""Strategies side by side per model: paired deltas per seed, their mean and spread over seeds,
+and a metrics JSON for DVC."""
 
 import json
 import logging
@@ -6,29 +7,48 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairfer.fairness import compare_strategies, write_table
+from fairfer.fairness import write_table
+from fairfer.replicates import aggregate_seeds, compare_per_seed
 from fairfer.uncertainty import INTERVAL_METRICS
 
 logger = logging.getLogger(__name__)
 
 
-def headline_metrics(comparison: pd.DataFrame) -> dict:
-    """Nested {strategy: {attribute: {metric: value}}} of the figures worth tracking."""
+def headline_metrics(aggregated: pd.DataFrame) -> dict:
+    """Nested {model: {strategy: {attribute: {metric: mean, metric_std: spread}}}}."""
     metrics: dict = {}
-    for row in comparison.to_dict("records"):
-        metrics.setdefault(row["strategy"], {})[row["attribute"]] = {
-            key: None if pd.isna(row[key]) else round(float(row[key]), 6)
-            for key in INTERVAL_METRICS
-        }
+    for row in aggregated.to_dict("records"):
+        figures = {}
+        for key in INTERVAL_METRICS:
+            for name, column in ((key, f"{key}_mean"), (f"{key}_std", f"{key}_std")):
+                value = row.get(column)
+                figures[name] = None if value is None or pd.isna(value) else round(float(value), 6)
+        metrics.setdefault(row["model"], {}).setdefault(row["strategy"], {})[row["attribute"]] = (
+            figures
+        )
     return metrics
 
 
-def compare(summaries: list[Path], table_path: Path, metrics_path: Path) -> pd.DataFrame:
-    summary = pd.concat([pd.read_parquet(path) for path in summaries], ignore_index=True)
-    comparison = compare_strategies(summary)
-    write_table(comparison, table_path.with_suffix(""))
-    metrics_path.write_text(json.dumps(headline_metrics(comparison), indent=2) + "\n")
-    return comparison
+def compare(
+    summaries: list[Path],
+    runs: list[dict],
+    table_path: Path,
+    by_seed_path: Path,
+    metrics_path: Path,
+) -> pd.DataFrame:
+    summary = pd.concat(
+        [
+            pd.read_parquet(path).assign(model=run["model"], seed=run["seed"])
+            for path, run in zip(summaries, runs, strict=True)
+        ],
+        ignore_index=True,
+    )
+    by_seed = compare_per_seed(summary)
+    aggregated = aggregate_seeds(by_seed)
+    write_table(by_seed, by_seed_path.with_suffix(""))
+    write_table(aggregated, table_path.with_suffix(""))
+    metrics_path.write_text(json.dumps(headline_metrics(aggregated), indent=2) + "\n")
+    return aggregated
 
 
 if __name__ == "__main__":
@@ -37,6 +57,8 @@ if __name__ == "__main__":
     configure_logging(snakemake.log[0])
     compare(
         [Path(p) for p in snakemake.input.summaries],
+        snakemake.params.runs,
         Path(snakemake.output.table[0]),
+        Path(snakemake.output.by_seed[0]),
         Path(snakemake.output.metrics),
     )

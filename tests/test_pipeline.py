@@ -5,12 +5,14 @@ the workflow, then checks properties of every stage's output, the dry-run after 
 the targeted rerun after a strategy parameter changes, and the errors for bad input.
 """
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -83,7 +85,10 @@ def rafdb_run(tmp_path_factory, run) -> Path:
         shutil.copytree(run / reused, workdir / reused, dirs_exist_ok=True)
     for stale in (workdir / "results/manifests").glob("ferplus*"):
         stale.unlink()
-    (workdir / "config" / "rafdb.yaml").write_text("emotion_dataset: rafdb\n")
+    # One seed: the FER+ run already covers the aggregation over seeds.
+    (workdir / "config" / "rafdb.yaml").write_text(
+        "emotion_dataset: rafdb\ntraining:\n  seeds: [0]\n"
+    )
     snakemake(workdir, "--configfile", "config/ci.yaml", "config/rafdb.yaml")
     return workdir
 
@@ -137,33 +142,57 @@ def test_race_matching_is_evaluated_and_labels_every_image(run):
 def test_predictions_and_fairness_tables(run):
     manifest = read(run, "results/manifests/ferplus.parquet")
     labelled_test = ((manifest["split"] == "test") & (manifest["label_status"] == "ok")).sum()
+    config = yaml.safe_load((run / "config" / "config.yaml").read_text())
+    strategies = list(config["strategies"])
+    assert len(strategies) == 8
     comparison = read(run, "results/fairness/comparison.parquet")
-    strategies = ["baseline", "reweighting", "augmentation"]
     assert sorted(comparison["strategy"].unique()) == sorted(strategies)
+    assert set(comparison["model"]) == {"compact_cnn"}
+    assert (comparison["n_seeds"] == 2).all()
     for strategy in strategies:
-        predictions = read(run, f"results/predictions/{strategy}.parquet")
-        assert len(predictions) == labelled_test
-        assert predictions["image_id"].is_unique
-        groups = read(run, f"results/fairness/{strategy}/group_metrics.parquet")
+        for seed in (0, 1):
+            run_path = f"compact_cnn/{strategy}/seed-{seed}"
+            predictions = read(run, f"results/predictions/{run_path}.parquet")
+            assert len(predictions) == labelled_test
+            assert predictions["image_id"].is_unique
+            assert set(predictions[["strategy", "model", "seed"]].itertuples(index=False)) == {
+                (strategy, "compact_cnn", seed)
+            }
+            history = pd.read_csv(run / f"results/models/{run_path}/history.csv")
+            assert history["selected"].sum() == 1
+            assert not (run / f"results/models/{run_path}/resume.pt").exists()
+        groups = read(run, f"results/fairness/compact_cnn/{strategy}/seed-0/group_metrics.parquet")
         race_groups = groups[(groups["attribute"] == "race") & groups["known"]]
         assert len(race_groups) >= 3
         assert race_groups["count"].sum() == labelled_test
         assert groups["accuracy"].between(0, 1).all()
-        disparities = read(run, f"results/fairness/{strategy}/class_disparities.parquet")
+        disparities = read(
+            run, f"results/fairness/compact_cnn/{strategy}/seed-0/class_disparities.parquet"
+        )
         assert len(disparities[disparities["attribute"] == "race"]) == 8
         assert disparities["demographic_parity_difference"].dropna().between(0, 1).all()
         for suffix in (".csv", ".md"):
-            assert (run / f"results/fairness/{strategy}/summary{suffix}").stat().st_size > 0
-        intervals = read(run, f"results/fairness/{strategy}/intervals.parquet")
+            summary = run / f"results/fairness/compact_cnn/{strategy}/seed-1/summary{suffix}"
+            assert summary.stat().st_size > 0
+        intervals = read(run, f"results/fairness/compact_cnn/{strategy}/seed-0/intervals.parquet")
         for method in ("bootstrap", "multiple_imputation"):
             bounds = intervals[[f"{method}_low", f"{method}_high"]].dropna()
             assert len(bounds) > 0
             assert (bounds[f"{method}_low"] <= bounds[f"{method}_high"]).all()
-    assert comparison["overall_accuracy"].between(0, 1).all()
+    # Two strategies from one seed must not be the same model.
+    first = read(run, "results/predictions/compact_cnn/baseline/seed-0.parquet")
+    other = read(run, "results/predictions/compact_cnn/group_dro/seed-0.parquet")
+    assert not np.array_equal(np.stack(first["probabilities"]), np.stack(other["probabilities"]))
+    assert comparison["overall_accuracy_mean"].between(0, 1).all()
+    assert (comparison["overall_accuracy_std"] >= 0).all()
     assert set(comparison["attribute"]) == {"race", "gender", "age", "race x gender"}
     assert (comparison["label_source"] == "inferred").all()
     baseline = comparison[comparison["strategy"] == "baseline"]
-    assert (baseline["overall_accuracy_delta"] == 0).all()
+    assert (baseline["overall_accuracy_delta_mean"] == 0).all()
+    by_seed = read(run, "results/fairness/comparison_by_seed.parquet")
+    assert len(by_seed) == 2 * len(comparison)
+    metrics = json.loads((run / "results/metrics.json").read_text())
+    assert set(metrics["compact_cnn"]) == set(strategies)
 
 
 def test_complete_run_plans_nothing(run):
@@ -177,19 +206,38 @@ def test_changing_one_strategy_reruns_only_that_strategy(run):
     result = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/changed.yaml")
     planned = result.stdout
     assert "rule train_model:" in planned
-    assert "wildcards: strategy=reweighting" in planned
-    assert "strategy=baseline" not in planned
-    assert "strategy=augmentation" not in planned
+    assert "wildcards: model=compact_cnn, strategy=reweighting, seed=0" in planned
+    assert "wildcards: model=compact_cnn, strategy=reweighting, seed=1" in planned
+    for other in ("baseline", "augmentation", "group_dro", "adversarial"):
+        assert f"strategy={other}," not in planned
     for upstream in ("align_faces", "embed_faces", "match_race_labels", "augment_demographics"):
         assert f"rule {upstream}:" not in planned
 
 
-def test_invalid_config_fails_before_any_job_naming_the_key(run):
+def test_adding_a_seed_trains_only_the_new_seed(run):
+    seeds = run / "config" / "seeds.yaml"
+    seeds.write_text("training:\n  seeds: [0, 1, 2]\n")
+    planned = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/seeds.yaml").stdout
+    assert "seed=2" in planned
+    assert "seed=0" not in planned and "seed=1" not in planned
+    assert "rule compare_strategies:" in planned
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("models:\n  compact_cnn:\n    epochs: -1\n", "epochs"),
+        ("strategies:\n  fairness_magic: {}\n", "fairness_magic"),
+        ("training:\n  models: [vgg_nowhere]\n", "vgg_nowhere"),
+    ],
+)
+def test_invalid_config_fails_before_any_job_naming_the_key(run, override, key):
     bad = run / "config" / "bad.yaml"
-    bad.write_text("training:\n  epochs: -1\n")
+    bad.write_text(override)
     result = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/bad.yaml", check=False)
     assert result.returncode != 0
-    assert "epochs" in result.stderr + result.stdout
+    assert key in result.stderr + result.stdout
+    assert "rule train_model:" not in result.stdout
 
 
 def test_missing_dataset_names_the_path_and_the_fix(tmp_path, run):
@@ -215,11 +263,12 @@ def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
     assert set(labels["race"]) == {"Caucasian", "African-American", "Asian"}
     test_rows = (manifest["split"] == "test").sum()
     for strategy in ("baseline", "reweighting", "augmentation"):
-        predictions = read(rafdb_run, f"results/predictions/{strategy}.parquet")
+        predictions = read(rafdb_run, f"results/predictions/compact_cnn/{strategy}/seed-0.parquet")
         assert len(predictions) == test_rows
         assert "contempt" not in set(predictions["y_pred"])
     comparison = read(rafdb_run, "results/fairness/comparison.parquet")
     assert (comparison["label_source"] == "ground_truth").all()
     assert comparison["inferred_label_accuracy"].isna().all()
     race = comparison[(comparison["attribute"] == "race") & (comparison["strategy"] == "baseline")]
+    race = race[race["model"] == "compact_cnn"]
     assert race["n_groups"].item() == 3

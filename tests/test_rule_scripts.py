@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from alignment_report import summarise  # noqa: E402
 from compare_strategies import headline_metrics  # noqa: E402
-from train_model import group_key, labelled_split  # noqa: E402
 
 from fairfer.schemas import ALIGNED, MANIFEST, read_checked, write_parquet  # noqa: E402
 
@@ -54,36 +53,30 @@ def test_undecodable_and_faceless_images_become_rejects():
     assert pa.Table.from_pylist(records, schema=ALIGNED).num_rows == 3
 
 
-def test_group_key_is_null_when_any_attribute_is_unknown():
-    frame = pd.DataFrame({"race": ["Black", None], "gender": ["Male", "Female"]})
-    keys = group_key(frame, ["race", "gender"])
-    assert keys.iloc[0] == "Black x Male"
-    assert pd.isna(keys.iloc[1])
-
-
 def test_labelled_split_keeps_only_majority_labelled_rows():
+    from fairfer.training_data import labelled_split
+
     frame = pd.DataFrame(
         {"split": ["test", "test", "train"], "label_status": ["ok", "no_majority", "ok"]}
     )
     assert len(labelled_split(frame, "test")) == 1
 
 
-def test_headline_metrics_nest_strategy_and_attribute():
-    comparison = pd.DataFrame(
+def test_headline_metrics_nest_model_strategy_and_attribute():
+    aggregated = pd.DataFrame(
         {
+            "model": ["cnn"],
             "strategy": ["baseline"],
             "attribute": ["race"],
-            "overall_accuracy": [0.8],
-            "worst_group_accuracy": [0.7],
-            "accuracy_gap": [0.1],
-            "accuracy_ratio": [0.875],
-            "dp_difference_max": [float("nan")],
-            "eo_difference_max": [0.2],
+            "overall_accuracy_mean": [0.8],
+            "overall_accuracy_std": [0.01],
+            "dp_difference_max_mean": [float("nan")],
         }
     )
-    metrics = headline_metrics(comparison)
-    assert metrics["baseline"]["race"]["overall_accuracy"] == 0.8
-    assert metrics["baseline"]["race"]["dp_difference_max"] is None
+    metrics = headline_metrics(aggregated)
+    figures = metrics["cnn"]["baseline"]["race"]
+    assert figures["overall_accuracy"] == 0.8 and figures["overall_accuracy_std"] == 0.01
+    assert figures["dp_difference_max"] is None and figures["accuracy_gap"] is None
 
 
 def test_write_parquet_is_atomic_and_enforces_the_schema(tmp_path):

@@ -12,7 +12,7 @@ rule align_faces:
     benchmark:
         "logs/benchmarks/align_faces/{dataset}/shard-{shard}.tsv"
     wildcard_constraints:
-        dataset="|".join(DATASETS),
+        dataset="|".join(FACE_DATASETS),
         shard=r"\d+",
     threads: 1
     resources:
@@ -93,7 +93,7 @@ rule embed_faces:
     benchmark:
         "logs/benchmarks/embed_faces/{dataset}/shard-{shard}.tsv"
     wildcard_constraints:
-        dataset="|".join(DATASETS),
+        dataset="|".join(FACE_DATASETS),
         shard=r"\d+",
     threads: 1
     resources:

@@ -5,24 +5,39 @@ rule fairness_tables:
         group_labels=rules.match_race_labels.output.labels,
     output:
         group_metrics=multiext(
-            "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
+            "results/fairness/{model}/{strategy}/seed-{seed}/group_metrics",
+            ".parquet",
+            ".csv",
+            ".md",
         ),
         class_disparities=multiext(
-            "results/fairness/{strategy}/class_disparities", ".parquet", ".csv", ".md"
+            "results/fairness/{model}/{strategy}/seed-{seed}/class_disparities",
+            ".parquet",
+            ".csv",
+            ".md",
         ),
-        summary=multiext("results/fairness/{strategy}/summary", ".parquet", ".csv", ".md"),
-        intervals=multiext("results/fairness/{strategy}/intervals", ".parquet", ".csv", ".md"),
+        summary=multiext(
+            "results/fairness/{model}/{strategy}/seed-{seed}/summary", ".parquet", ".csv", ".md"
+        ),
+        intervals=multiext(
+            "results/fairness/{model}/{strategy}/seed-{seed}/intervals",
+            ".parquet",
+            ".csv",
+            ".md",
+        ),
     params:
         attributes=config["fairness"]["attributes"],
         min_group_size=config["fairness"]["min_group_size"],
         uncertainty=config["fairness"]["uncertainty"],
         seed=config["seed"],
     log:
-        "logs/fairness_tables/{strategy}.log",
+        "logs/fairness_tables/{model}/{strategy}/seed-{seed}.log",
     benchmark:
-        "logs/benchmarks/fairness_tables/{strategy}.tsv"
+        "logs/benchmarks/fairness_tables/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
+        model="|".join(MODELS),
         strategy="|".join(STRATEGIES),
+        seed=r"\d+",
     resources:
         mem_mb=2000,
     conda:
@@ -33,10 +48,13 @@ rule fairness_tables:
 
 rule compare_strategies:
     input:
-        summaries=expand("results/fairness/{strategy}/summary.parquet", strategy=STRATEGIES),
+        summaries=run_files("results/fairness/{model}/{strategy}/seed-{seed}/summary.parquet"),
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),
+        by_seed=multiext("results/fairness/comparison_by_seed", ".parquet", ".csv", ".md"),
         metrics="results/metrics.json",
+    params:
+        runs=RUNS,
     log:
         "logs/compare_strategies.log",
     benchmark:

@@ -3,15 +3,17 @@ rule augment_demographics:
         manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
         group_labels=rules.match_race_labels.output.labels,
     output:
-        augmented=f"results/augmented/{EMOTION_DATASET}_train.parquet",
-        cells="results/augmented/cell_counts.csv",
+        augmented=f"results/augmented/{EMOTION_DATASET}/{{strategy}}.parquet",
+        cells=f"results/augmented/{EMOTION_DATASET}/{{strategy}}_cells.csv",
     params:
-        augmentation=config["augmentation"],
+        augmentation=strategy_params,
         seed=config["seed"],
     log:
-        "logs/augment_demographics.log",
+        "logs/augment_demographics/{strategy}.log",
     benchmark:
-        "logs/benchmarks/augment_demographics.tsv"
+        "logs/benchmarks/augment_demographics/{strategy}.tsv"
+    wildcard_constraints:
+        strategy="|".join(AUGMENTATION_STRATEGIES),
     resources:
         mem_mb=4000,
         runtime=60,
@@ -25,23 +27,29 @@ rule train_model:
     input:
         unpack(training_inputs),
     output:
-        checkpoint="results/models/{strategy}/model.pt",
-        history="results/models/{strategy}/history.csv",
-        predictions="results/predictions/{strategy}.parquet",
+        checkpoint="results/models/{model}/{strategy}/seed-{seed}/model.pt",
+        history="results/models/{model}/{strategy}/seed-{seed}/history.csv",
+        predictions="results/predictions/{model}/{strategy}/seed-{seed}.parquet",
     params:
-        training=config["training"],
+        model=model_params,
         strategy=strategy_params,
-        seed=config["seed"],
+        runtime={
+            key: config["training"][key] for key in ("device", "mixed_precision")
+        },
     log:
-        "logs/train_model/{strategy}.log",
+        "logs/train_model/{model}/{strategy}/seed-{seed}.log",
     benchmark:
-        "logs/benchmarks/train_model/{strategy}.tsv"
+        "logs/benchmarks/train_model/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
+        model="|".join(MODELS),
         strategy="|".join(STRATEGIES),
+        seed=r"\d+",
     threads: config["training"]["threads"]
     resources:
-        mem_mb=6000,
-        runtime=240,
+        mem_mb=training_memory_mb,
+        runtime=600,
+        # Lets --resources gpu=N cap the jobs that share the GPUs.
+        gpu=int(config["training"]["device"] == "cuda"),
     conda:
         "../../envs/fairfer.yaml"
     script:
