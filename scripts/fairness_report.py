@@ -142,7 +142,11 @@ def report(
         disparity_figures=found["disparities"],
         confusion_figures=found["confusions"],
         gradcam_figures=[
-            Figure(path, f"Grad-CAM maps of {path.stem}: where the model looked for its answer.")
+            Figure(
+                path,
+                f"Grad-CAM maps of {'/'.join(path.with_suffix('').parts[-3:])}: where the model "
+                "looked for its answer.",
+            )
             for path in gradcam_plots
         ],
         composition_figures=[

@@ -1,5 +1,13 @@
-"""Train one strategy's emotion classifier on FER+ train, select on valid, predict test."""
+"""Train one model under one strategy with one seed: select on valid, predict test.
 
+Every strategy x model x seed runs this script. The emotion dataset's train split (or a
+strategy's augmented version of it, plus a second dataset's for cross-dataset dynamic
+weighting) is the training pool, its valid split the only model-selection data, and its test
+split is predicted once, at the end, into the shared predictions schema.
+"""
+
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -9,20 +17,32 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+from fairfer.models import ModelSpec, build_network
 from fairfer.schemas import (
     ATTRIBUTES,
-    EMOTIONS,
+    AUGMENTED,
     MANIFEST,
     predictions_schema,
     read_checked,
     write_parquet,
 )
+from fairfer.strategies import AUGMENTATION_STRATEGIES, build_strategy
 from fairfer.training import (
-    TrainingSettings,
-    decode_grayscale,
-    kamiran_calders_weights,
+    Runtime,
+    make_deterministic,
     predict_proba,
+    resolve_device,
+    seed_everything,
     train,
+)
+from fairfer.training_data import (
+    Encoding,
+    Split,
+    dataset_classes,
+    labelled_split,
+    model_inputs,
+    read_aligned_crops,
+    read_embeddings,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,119 +54,178 @@ GROUP_COLUMNS = [
 ]
 
 
-def labelled_split(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Images of ``split`` that have a majority-vote emotion."""
-    return manifest[(manifest["split"] == split) & (manifest["label_status"] == "ok")]
+def emotion_rows(manifest_path: Path, group_labels_path: Path | None) -> pd.DataFrame:
+    """A dataset's labelled rows with their demographics (inferred labels where given)."""
+    columns = ["image_id", "dataset", "split", "emotion", "label_status", "image"]
+    if group_labels_path is None:
+        return read_checked(manifest_path, MANIFEST, [*columns, *ATTRIBUTES]).to_pandas()
+    manifest = read_checked(manifest_path, MANIFEST, columns).to_pandas()
+    labels = pq.read_table(group_labels_path, columns=["image_id", *GROUP_COLUMNS]).to_pandas()
+    return manifest.merge(labels, on="image_id", how="left", validate="one_to_one")
 
 
-def dataset_classes(labelled: pd.DataFrame) -> list[str]:
-    """The emotions the dataset uses, in the canonical FER+ order (RAF-DB lacks contempt)."""
-    present = set(labelled["emotion"])
-    return [emotion for emotion in EMOTIONS if emotion in present]
+def augmented_pool(augmented_path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """The augmented training set with every copy's demographics taken from its source."""
+    augmented = read_checked(
+        augmented_path, AUGMENTED, ["sample_id", "source_image_id", "emotion", "image"]
+    ).to_pandas()
+    demographics = rows.set_index("image_id")[[*ATTRIBUTES, "dataset"]]
+    return augmented.join(demographics, on="source_image_id").assign(
+        image_id=augmented["sample_id"], input_id=augmented["source_image_id"]
+    )
 
 
-def encode_labels(emotions: pd.Series, classes: list[str]) -> torch.Tensor:
-    index = {emotion: i for i, emotion in enumerate(classes)}
-    return torch.as_tensor(emotions.map(index).to_numpy(), dtype=torch.long)
+def input_lookup(spec: ModelSpec, shards: list[Path]) -> pd.Series | None:
+    if spec.input == "embeddings":
+        return read_embeddings(shards)
+    if spec.input == "aligned":
+        return read_aligned_crops(shards)
+    return None
 
 
-def group_key(frame: pd.DataFrame, attributes: list[str]) -> pd.Series:
-    """Intersectional group label, null where any attribute is unknown."""
-    key = frame[attributes].astype("string").fillna("").agg(" x ".join, axis=1)
-    return key.where(frame[attributes].notna().all(axis=1))
-
-
-def training_pool(
-    strategy: str, train_rows: pd.DataFrame, augmented_path: Path | None, classes: list[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if strategy == "augmentation":
-        augmented = pq.read_table(augmented_path, columns=["emotion", "image"]).to_pandas()
-        images, emotions = augmented["image"], augmented["emotion"]
-    else:
-        images, emotions = train_rows["image"], train_rows["emotion"]
-    return decode_grayscale(images.tolist()), encode_labels(emotions, classes)
+def fingerprint(*parts, paths: list[Path]) -> str:
+    """Identity of a job's settings and inputs: a resume file from other ones is ignored."""
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    text = json.dumps([parts, stats], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def run(
-    manifest_path: Path,
-    group_labels_path: Path,
-    augmented_path: Path | None,
+    inputs: dict[str, list[Path]],
     *,
+    model: str,
+    model_params: dict,
     strategy: str,
     strategy_params: dict,
-    training: dict,
     seed: int,
+    runtime_params: dict,
     checkpoint_path: Path,
     history_path: Path,
     predictions_path: Path,
-) -> None:
-    manifest = read_checked(
-        manifest_path, MANIFEST, ["image_id", "split", "emotion", "label_status", "image"]
-    ).to_pandas()
-    group_labels = pq.read_table(
-        group_labels_path, columns=["image_id", *GROUP_COLUMNS]
-    ).to_pandas()
-    manifest = manifest.merge(group_labels, on="image_id", how="left", validate="one_to_one")
+) -> pd.DataFrame:
+    spec = ModelSpec.from_config(model_params)
+    rows = emotion_rows(inputs["manifest"][0], inputs["group_labels"][0])
+    lookup = input_lookup(spec, inputs.get("model_inputs", []))
+    rows["input_id"] = rows["image_id"]
     train_rows, valid_rows, test_rows = (
-        labelled_split(manifest, s) for s in ("train", "valid", "test")
+        labelled_split(rows, s) for s in ("train", "valid", "test")
     )
+    classes = dataset_classes(train_rows)
+    pool_rows = (
+        augmented_pool(inputs["augmented"][0], train_rows)
+        if strategy in AUGMENTATION_STRATEGIES
+        else train_rows
+    )
+    lookups = {"primary": lookup}
+    parts = {"train": pool_rows, "valid": valid_rows, "test": test_rows}
+    attributes = list(ATTRIBUTES)
+    if strategy_params.get("second_dataset"):
+        attributes.append("dataset")
+        second = emotion_rows(inputs["second_manifest"][0], None)
+        second = second[second["emotion"].isin(classes)].assign(input_id=second["image_id"])
+        lookups["second"] = input_lookup(spec, inputs.get("second_model_inputs", []))
+        parts["second_train"] = labelled_split(second, "train")
+        parts["second_valid"] = labelled_split(second, "valid")
     logger.info(
-        "%s: %d train, %d valid, %d test images",
+        "%s/%s/seed-%d: %s rows; classes %s",
+        model,
         strategy,
-        len(train_rows),
-        len(valid_rows),
-        len(test_rows),
+        seed,
+        {name: len(frame) for name, frame in parts.items()},
+        classes,
+    )
+    decoded = {}
+    for name, frame in parts.items():
+        source_lookup = lookups["second" if name.startswith("second") else "primary"]
+        x, kept = model_inputs(frame, source=spec.input, lookup=source_lookup, size=spec.side)
+        if len(kept) < len(frame):
+            logger.warning(
+                "%s: %d of %d rows have no %s input and are left out",
+                name,
+                len(frame) - len(kept),
+                len(frame),
+                spec.input,
+            )
+        decoded[name] = (x, kept)
+    encoding = Encoding.from_frames([kept for _, kept in decoded.values()], classes, attributes)
+    splits = {name: Split.from_frame(kept, x, encoding) for name, (x, kept) in decoded.items()}
+    train_split, valid_split = splits["train"], splits["valid"]
+    if "second_train" in splits:
+        train_split = train_split.concat(splits["second_train"])
+        valid_split = valid_split.concat(splits["second_valid"])
+
+    runtime = Runtime(
+        device=resolve_device(runtime_params["device"]),
+        mixed_precision=runtime_params["mixed_precision"],
+        progress=True,
+        description=f"{model}/{strategy}/seed-{seed}",
+    )
+    make_deterministic(runtime.device)
+    seed_everything(seed)
+    network = build_network(
+        spec,
+        n_classes=len(classes),
+        embedding_dim=train_split.inputs.shape[1] if spec.input == "embeddings" else 128,
+    )
+    objective = build_strategy(
+        strategy,
+        strategy_params,
+        encoding=encoding,
+        train=train_split,
+        representation_dim=network.representation_dim,
+        label_smoothing=spec.label_smoothing,
+    )
+    resume_path = checkpoint_path.with_name("resume.pt")
+    network, history = train(
+        network,
+        objective,
+        train_split,
+        valid_split,
+        spec=spec,
+        seed=seed,
+        epoch_size=len(train_rows),
+        runtime=runtime,
+        resume_path=resume_path,
+        fingerprint=fingerprint(
+            model_params,
+            strategy,
+            strategy_params,
+            seed,
+            paths=[p for paths in inputs.values() for p in paths],
+        ),
     )
 
-    classes = dataset_classes(train_rows)
-    train_images, train_labels = training_pool(strategy, train_rows, augmented_path, classes)
-    sample_weights = None
-    if strategy == "reweighting":
-        sample_weights = kamiran_calders_weights(
-            group_key(train_rows, strategy_params["groups"]),
-            train_rows["emotion"],
-            max_weight=strategy_params["max_weight"],
-        )
-        logger.info(
-            "reweighting: weights from %.3f to %.3f", sample_weights.min(), sample_weights.max()
-        )
-    settings = TrainingSettings.from_config(training)
-    model, history = train(
-        train_images,
-        train_labels,
-        decode_grayscale(valid_rows["image"].tolist()),
-        encode_labels(valid_rows["emotion"], classes),
-        n_classes=len(classes),
-        settings=settings,
-        seed=seed,
-        sample_weights=sample_weights,
-        epoch_size=len(train_rows),
-    )
-    probabilities = predict_proba(model, decode_grayscale(test_rows["image"].tolist()))
-    predictions = test_rows[["image_id", *GROUP_COLUMNS]].copy()
+    test_x, test_frame = decoded["test"]
+    probabilities = predict_proba(network, test_x, runtime=runtime)
+    predictions = test_frame[["image_id", *GROUP_COLUMNS]].copy()
     predictions["strategy"] = strategy
-    predictions["y_true"] = test_rows["emotion"].to_numpy()
+    predictions["model"] = model
+    predictions["seed"] = seed
+    predictions["y_true"] = test_frame["emotion"].to_numpy()
     predictions["y_pred"] = np.asarray(classes)[probabilities.argmax(axis=1)]
     predictions["probabilities"] = list(probabilities.astype(np.float32))
     write_parquet(predictions, predictions_path, predictions_schema(classes))
-    logger.info(
-        "%s: test accuracy %.4f", strategy, (predictions["y_true"] == predictions["y_pred"]).mean()
-    )
+    accuracy = float((predictions["y_true"] == predictions["y_pred"]).mean())
+    logger.info("%s: test accuracy %.4f", runtime.description, accuracy)
 
     history.to_csv(history_path, index=False)
     partial = checkpoint_path.with_name(f".{checkpoint_path.name}.partial")
     torch.save(
         {
-            "state_dict": model.state_dict(),
+            "network": network.state_dict(),
             "classes": classes,
+            "attributes": encoding.attributes,
+            "model": model,
+            "model_params": model_params,
             "strategy": strategy,
             "strategy_params": strategy_params,
-            "training": training,
             "seed": seed,
         },
         partial,
     )
     os.replace(partial, checkpoint_path)
+    resume_path.unlink(missing_ok=True)
+    return predictions
 
 
 if __name__ == "__main__":
@@ -155,13 +234,16 @@ if __name__ == "__main__":
     configure_logging(snakemake.log[0])
     torch.set_num_threads(snakemake.threads)
     run(
-        Path(snakemake.input.manifest),
-        Path(snakemake.input.group_labels),
-        Path(snakemake.input.augmented) if hasattr(snakemake.input, "augmented") else None,
+        {
+            name: [Path(p) for p in ([paths] if isinstance(paths, str) else paths)]
+            for name, paths in snakemake.input.items()
+        },
+        model=snakemake.wildcards.model,
+        model_params=snakemake.params.model,
         strategy=snakemake.wildcards.strategy,
         strategy_params=snakemake.params.strategy,
-        training=snakemake.params.training,
-        seed=snakemake.params.seed,
+        seed=int(snakemake.wildcards.seed),
+        runtime_params=snakemake.params.runtime,
         checkpoint_path=Path(snakemake.output.checkpoint),
         history_path=Path(snakemake.output.history),
         predictions_path=Path(snakemake.output.predictions),

@@ -28,16 +28,24 @@ def test_default_config_is_valid():
     jsonschema.validate(load("config.yaml"), SCHEMA)
 
 
-def test_ci_config_is_valid_over_the_default():
-    jsonschema.validate(merged(load("config.yaml"), load("ci.yaml")), SCHEMA)
+@pytest.mark.parametrize("overlay", ["ci.yaml", "presets/cpu.yaml", "presets/gpu.yaml"])
+def test_ci_config_and_presets_are_valid_over_the_default(overlay):
+    config = merged(load("config.yaml"), load(overlay))
+    jsonschema.validate(config, SCHEMA)
+    assert set(config["training"]["models"]) <= set(config["models"])
 
 
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ({"training": {"epochs": -1}}, "epochs"),
+        ({"models": {"compact_cnn": {"epochs": -1}}}, "epochs"),
         ({"strategies": {"unknown_strategy": {}}}, "unknown_strategy"),
-        ({"training": {"batch_size": "large"}}, "batch_size"),
+        ({"models": {"compact_cnn": {"batch_size": "large"}}}, "batch_size"),
+        ({"models": {"compact_cnn": {"architecture": "vgg99"}}}, "vgg99"),
+        ({"models": {"Bad-Name": {}}}, "Bad-Name"),
+        ({"training": {"seeds": [0, 0]}}, "seeds"),
+        ({"strategies": {"group_dro": {"by_class": "yes"}}}, "by_class"),
+        ({"strategies": {"adversarial": {"weight": -1}}}, "weight"),
         ({"datasets": {"fairface": {"archive": {"sha256": "abc"}}}}, "sha256"),
         ({"datasets": {"ferplus": {"source": "ftp://host/fer.zip"}}}, "ftp://host/fer.zip"),
         ({"datasets": {"rafdb": {"source": "kaggle://only-owner"}}}, "kaggle://only-owner"),

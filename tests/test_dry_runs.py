@@ -87,7 +87,23 @@ def test_ferplus_fer2013_csv_layout(workdir, tmp_path):
     jobs, _ = dry_run(
         workdir, {"datasets": {"ferplus": {"layout": "fer2013_csv", "path": str(tmp_path)}}}
     )
-    assert "ingest_ferplus" in jobs and len(jobs["train_model"]) == 3
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    runs = len(config["strategies"]) * len(config["training"]["models"])
+    assert "ingest_ferplus" in jobs and len(jobs["train_model"]) == runs * 3  # three seeds
+
+
+def test_cross_dataset_dynamic_weighting_aligns_and_embeds_the_second_dataset(workdir, tmp_path):
+    touch(tmp_path, "EmoLabel/list_patition_label.txt")
+    override = {
+        "strategies": {"dynamic_weighting": {"second_dataset": "rafdb"}},
+        "datasets": {"rafdb": {"path": str(tmp_path)}},
+    }
+    jobs, output = dry_run(workdir, override)
+    assert {"ingest_ferplus", "ingest_rafdb"} <= set(jobs)
+    assert "dataset=rafdb, shard=0" in jobs["embed_faces"]  # the embedding MLP reads them
+    trainings = output.split("rule train_model:")[1:]
+    second = [job for job in trainings if "results/manifests/rafdb.parquet" in job]
+    assert second and all("strategy=dynamic_weighting" in job for job in second)
 
 
 def test_rafdb_placed_by_hand(workdir, tmp_path):

@@ -147,7 +147,7 @@ def test_exp_run_with_a_training_parameter_reruns_only_training_and_tables(clone
     augmented = modification_times(clone, "results/augmented")
     models = modification_times(clone, "results/models")
 
-    output = run(clone, "dvc", "exp", "run", "-S", "config/config.yaml:training.epochs=1")
+    output = run(clone, "dvc", "exp", "run", "-S", "config/config.yaml:models.compact_cnn.epochs=1")
 
     for skipped in ("embeddings", "race_labels"):
         assert f"Stage '{skipped}' didn't change, skipping" in output
@@ -159,8 +159,12 @@ def test_exp_run_with_a_training_parameter_reruns_only_training_and_tables(clone
     assert modification_times(clone, *EMBEDDINGS_OUTPUTS, "results/group_labels") == upstream
     assert modification_times(clone, "results/augmented") == augmented
     changed = modification_times(clone, "results/models")
-    assert all(changed[path] != models[path] for path in models)
-    history = (clone / "results/models/baseline/history.csv").read_text().splitlines()
+    cnn = [path for path in models if path.startswith("results/models/compact_cnn/")]
+    assert cnn and all(changed[path] != models[path] for path in cnn)
+    mlp = [path for path in models if path.startswith("results/models/embedding_mlp/")]
+    assert mlp and all(changed[path] == models[path] for path in mlp)
+    history = clone / "results/models/compact_cnn/baseline/seed-0/history.csv"
+    history = history.read_text().splitlines()
     assert len(history) == 2  # header and the one epoch
     assert "Nothing to be done" in run(clone, "snakemake", "-n")
 
@@ -168,13 +172,15 @@ def test_exp_run_with_a_training_parameter_reruns_only_training_and_tables(clone
 def test_metrics_and_plots_show_the_fairness_summary(clone):
     metrics = json.loads(run(clone, "dvc", "metrics", "show", "--json"))
     figures = next(iter(metrics.values()))["data"]["results/metrics.json"]["data"]
-    assert set(figures) == {"baseline", "reweighting", "augmentation"}
-    assert 0 <= figures["baseline"]["race"]["worst_group_accuracy"] <= 1
+    assert set(figures) == {"compact_cnn", "embedding_mlp"}
+    assert 0 <= figures["compact_cnn"]["baseline"]["race"]["worst_group_accuracy"] <= 1
     run(clone, "dvc", "plots", "show", "--out", "plots")
     page = (clone / "plots" / "index.html").read_text()
-    for title in ("Validation accuracy per epoch", "Worst-group accuracy per attribute"):
-        assert title in page
-    assert (clone / "plots" / "static").is_dir()  # the composition PNG
+    figures = sorted((clone / "results/report/figures").glob("*.png"))
+    assert figures
+    # The composition and every report figure, copied next to the page.
+    assert len(list((clone / "plots" / "static").glob("*.png"))) == len(figures) + 1
+    assert "composition" in page and figures[0].stem in page
 
 
 def test_editing_a_package_module_reruns_the_rules_that_import_it(project):

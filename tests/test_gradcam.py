@@ -7,8 +7,13 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_small, resnet18
 
-from fairfer.gradcam import default_target_layer, grad_cam, sample_cells
-from fairfer.training import CompactCNN
+from fairfer.gradcam import EmotionLogits, default_target_layer, grad_cam, sample_cells
+from fairfer.models import ModelSpec, build_network
+
+
+def network(architecture: str, source: str = "gray48") -> nn.Module:
+    spec = ModelSpec(architecture=architecture, input=source, image_size=64, width=4)
+    return EmotionLogits(build_network(spec, n_classes=8))
 
 
 def two_class_model() -> nn.Sequential:
@@ -41,7 +46,10 @@ def test_maps_point_at_the_evidence_for_each_class():
 @pytest.mark.parametrize(
     ("build", "shape", "expected_layer"),
     [
-        (lambda: CompactCNN(width=4, n_classes=8), (2, 1, 48, 48), "features.5"),
+        (lambda: network("compact_cnn"), (2, 1, 48, 48), "network.trunk.23"),
+        (lambda: network("resnet18"), (2, 1, 48, 48), "network.trunk.layer4"),
+        (lambda: network("resnet18", "aligned"), (2, 3, 64, 64), "network.trunk.layer4"),
+        (lambda: network("mobilenet_v3_small"), (2, 1, 48, 48), "network.trunk.features"),
         (lambda: resnet18(num_classes=8), (2, 3, 64, 64), "layer4"),
         (lambda: mobilenet_v3_small(num_classes=8), (2, 3, 64, 64), "features"),
     ],

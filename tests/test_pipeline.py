@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pyarrow.parquet as pq
@@ -53,7 +54,10 @@ def rafdb_run(tmp_path_factory, run) -> Path:
         shutil.copytree(run / reused, workdir / reused, dirs_exist_ok=True)
     for stale in (workdir / "results/manifests").glob("ferplus*"):
         stale.unlink()
-    (workdir / "config" / "rafdb.yaml").write_text("emotion_dataset: rafdb\n")
+    # One seed: the FER+ run already covers the aggregation over seeds.
+    (workdir / "config" / "rafdb.yaml").write_text(
+        "emotion_dataset: rafdb\ntraining:\n  seeds: [0]\n"
+    )
     snakemake(workdir, "--configfile", "config/ci.yaml", "config/rafdb.yaml")
     return workdir
 
@@ -160,12 +164,17 @@ def interrupted_run(tmp_path_factory, run) -> tuple[Path, dict[str, bool]]:
     cut = {"align_faces": not (workdir / f"results/aligned/ferplus/{shard}.parquet").exists()}
 
     snakemake(workdir, "--unlock")
-    strategies = ["baseline", "reweighting", "augmentation"]
-    train_logs = [workdir / f"logs/train_model/{strategy}.log" for strategy in strategies]
+    strategies = yaml.safe_load((workdir / "config/config.yaml").read_text())["strategies"]
+    train_logs = [
+        workdir / f"logs/train_model/compact_cnn/{strategy}/seed-{seed}.log"
+        for strategy in strategies
+        for seed in (0, 1)
+    ]
     started = kill_when_running(
         workdir, start_snakemake(workdir, "--rerun-incomplete"), train_logs, signal.SIGKILL
     )
-    cut["train_model"] = not (workdir / f"results/models/{started.stem}/model.pt").exists()
+    job = started.relative_to(workdir / "logs/train_model").with_suffix("")
+    cut["train_model"] = not (workdir / "results/models" / job / "model.pt").exists()
 
     snakemake(workdir, "--unlock")
     snakemake(workdir, "--rerun-incomplete")
@@ -177,7 +186,7 @@ def same_content(first: Path, second: Path) -> bool:
     if first.suffix != ".pt":
         return first.read_bytes() == second.read_bytes()
     a, b = (torch.load(path, weights_only=False) for path in (first, second))
-    tensors = a.pop("state_dict"), b.pop("state_dict")
+    tensors = a.pop("network"), b.pop("network")
     return (
         a == b
         and tensors[0].keys() == tensors[1].keys()
@@ -236,28 +245,45 @@ def test_race_matching_is_evaluated_and_labels_every_image(run):
 def test_predictions_and_fairness_tables(run):
     manifest = read(run, "results/manifests/ferplus.parquet")
     labelled_test = ((manifest["split"] == "test") & (manifest["label_status"] == "ok")).sum()
+    config = yaml.safe_load((run / "config" / "config.yaml").read_text())
+    strategies = list(config["strategies"])
+    assert len(strategies) == 8
     comparison = read(run, "results/fairness/comparison.parquet")
-    strategies = ["baseline", "reweighting", "augmentation"]
     assert sorted(comparison["strategy"].unique()) == sorted(strategies)
+    assert set(comparison["model"]) == {"compact_cnn", "embedding_mlp"}
+    seeds = comparison.groupby("model")["n_seeds"].unique()
+    assert seeds["compact_cnn"].tolist() == [2] and seeds["embedding_mlp"].tolist() == [1]
+    mlp = read(run, "results/predictions/embedding_mlp/baseline/seed-0.parquet")
+    # Test images whose face alignment was rejected have no embedding, so no MLP prediction.
+    assert 0.9 * labelled_test <= len(mlp) <= labelled_test
     for strategy in strategies:
-        predictions = read(run, f"results/predictions/{strategy}.parquet")
-        assert len(predictions) == labelled_test
-        assert predictions["image_id"].is_unique
-        groups = read(run, f"results/fairness/{strategy}/group_metrics.parquet")
+        for seed in (0, 1):
+            run_path = f"compact_cnn/{strategy}/seed-{seed}"
+            predictions = read(run, f"results/predictions/{run_path}.parquet")
+            assert len(predictions) == labelled_test
+            assert predictions["image_id"].is_unique
+            assert set(predictions[["strategy", "model", "seed"]].itertuples(index=False)) == {
+                (strategy, "compact_cnn", seed)
+            }
+            history = pd.read_csv(run / f"results/models/{run_path}/history.csv")
+            assert history["selected"].sum() == 1
+            assert not (run / f"results/models/{run_path}/resume.pt").exists()
+        tables = f"results/fairness/compact_cnn/{strategy}/seed-0"
+        groups = read(run, f"{tables}/group_metrics.parquet")
         race_groups = groups[(groups["attribute"] == "race") & groups["known"]]
         assert len(race_groups) >= 3
         assert race_groups["count"].sum() == labelled_test
         assert groups["accuracy"].between(0, 1).all()
         assert groups["small_group"].any()  # a 150-image test set has small groups: flagged
-        per_class = read(run, f"results/fairness/{strategy}/group_class_metrics.parquet")
+        per_class = read(run, f"{tables}/group_class_metrics.parquet")
         n_known_groups = groups[groups["known"]].groupby("attribute")["group"].nunique().sum()
         assert len(per_class) == n_known_groups * 8  # every known group x the 8 FER+ classes
-        disparities = read(run, f"results/fairness/{strategy}/class_disparities.parquet")
+        disparities = read(run, f"{tables}/class_disparities.parquet")
         assert len(disparities[disparities["attribute"] == "race"]) == 8
         assert disparities["dp_difference"].dropna().between(0, 1).all()
-        summary = read(run, f"results/fairness/{strategy}/summary.parquet")
+        summary = read(run, f"{tables}/summary.parquet")
         for suffix in (".csv", ".md"):
-            assert (run / f"results/fairness/{strategy}/summary{suffix}").stat().st_size > 0
+            assert (run / f"{tables}/summary{suffix}").stat().st_size > 0
         for table in (groups, per_class, disparities, summary):
             for method in ("ci", "mi"):
                 lows = [c for c in table.columns if c.endswith(f"_{method}_low")]
@@ -268,15 +294,21 @@ def test_predictions_and_fairness_tables(run):
         assert summary["overall_accuracy_ci_low"].notna().all()
         assert summary["accuracy_gap_mi_low"].notna().all()  # FER+ labels are inferred
     assert comparison["estimate"].dropna().between(0, 1).all()
+    # Two strategies from one seed must not be the same model.
+    first = read(run, "results/predictions/compact_cnn/baseline/seed-0.parquet")
+    other = read(run, "results/predictions/compact_cnn/group_dro/seed-0.parquet")
+    assert not np.array_equal(np.stack(first["probabilities"]), np.stack(other["probabilities"]))
     assert set(comparison["attribute"]) == {"race", "gender", "age", "race x gender"}
     assert set(comparison["verdict"]) <= {"baseline", "better", "worse", "no clear change", None}
     baseline = comparison[comparison["strategy"] == "baseline"]
     assert (baseline["delta"].dropna() == 0).all()
     by_seed = read(run, "results/fairness/comparison_by_seed.parquet")
-    assert len(by_seed) == len(comparison)
+    assert len(by_seed) == (comparison["n_seeds"]).sum()
     metrics = json.loads((run / "results/metrics.json").read_text())
-    assert 0 <= metrics["reweighting"]["race"]["overall_accuracy"] <= 1
-    assert metrics["baseline"]["race"]["accuracy_gap_delta"] == 0
+    assert set(metrics) == {"compact_cnn", "embedding_mlp"}
+    assert set(metrics["compact_cnn"]) == set(metrics["embedding_mlp"]) == set(strategies)
+    assert 0 <= metrics["compact_cnn"]["reweighting"]["race"]["overall_accuracy"] <= 1
+    assert metrics["compact_cnn"]["baseline"]["race"]["accuracy_gap_delta"] == 0
 
 
 def test_report_is_one_offline_page(run, tmp_path):
@@ -284,12 +316,18 @@ def test_report_is_one_offline_page(run, tmp_path):
 
     from fairfer.report import external_references
 
+    strategies = yaml.safe_load((run / "config/config.yaml").read_text())["strategies"]
     page = run / "results/report/fairness_report.html"
     html = page.read_text()
     assert external_references(html) == []
     assert html.count("<img src='data:image/png;base64,") >= 12
     for strategy in ("baseline", "reweighting", "augmentation"):
-        assert (run / f"results/report/gradcam/{strategy}.png").stat().st_size > 10_000
+        gradcam = run / f"results/report/gradcam/compact_cnn/{strategy}/seed-0.png"
+        assert gradcam.stat().st_size > 10_000
+    maps = run / "results/report/gradcam"
+    gradcams = {path.relative_to(maps) for path in maps.rglob("*.png")}
+    # Every strategy of the image model at its first seed; the MLP has no feature map.
+    assert gradcams == {Path(f"compact_cnn/{s}/seed-0.png") for s in strategies}
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")
     rendered = render(page, tmp_path)
@@ -308,11 +346,21 @@ def test_changing_one_strategy_reruns_only_that_strategy(run):
     result = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/changed.yaml")
     planned = result.stdout
     assert "rule train_model:" in planned
-    assert "wildcards: strategy=reweighting" in planned
-    assert "strategy=baseline" not in planned
-    assert "strategy=augmentation" not in planned
+    assert "wildcards: model=compact_cnn, strategy=reweighting, seed=0" in planned
+    assert "wildcards: model=compact_cnn, strategy=reweighting, seed=1" in planned
+    for other in ("baseline", "augmentation", "group_dro", "adversarial"):
+        assert f"strategy={other}," not in planned
     for upstream in ("align_faces", "embed_faces", "match_race_labels", "augment_demographics"):
         assert f"rule {upstream}:" not in planned
+
+
+def test_adding_a_seed_trains_only_the_new_seed(run):
+    seeds = run / "config" / "seeds.yaml"
+    seeds.write_text("training:\n  seeds: [0, 1, 2]\n")
+    planned = snakemake(run, "-n", "--configfile", "config/ci.yaml", "config/seeds.yaml").stdout
+    assert "seed=2" in planned
+    assert "seed=0" not in planned and "seed=1" not in planned
+    assert "rule compare_strategies:" in planned
 
 
 @pytest.fixture(scope="module")
@@ -324,8 +372,9 @@ def workflow_copy(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("training:\n  epochs: -1\n", "['training']['epochs']"),
-        ("training:\n  epochs: five\n", "['training']['epochs']"),
+        ("models:\n  compact_cnn:\n    epochs: -1\n", "['compact_cnn']['epochs']"),
+        ("models:\n  compact_cnn:\n    epochs: five\n", "['compact_cnn']['epochs']"),
+        ("training:\n  models: [vgg_nowhere]\n", "vgg_nowhere"),
         ("strategies:\n  unknown_strategy: {}\n", "unknown_strategy"),
         ("strategies:\n  baseline: null\n", "['strategies']['baseline']"),
         ("alignment:\n  common:\n    max_detector_side: -5\n", "max_detector_side"),
@@ -366,10 +415,10 @@ def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
     assert set(labels["race"]) == {"Caucasian", "African-American", "Asian"}
     test_rows = (manifest["split"] == "test").sum()
     for strategy in ("baseline", "reweighting", "augmentation"):
-        predictions = read(rafdb_run, f"results/predictions/{strategy}.parquet")
+        predictions = read(rafdb_run, f"results/predictions/compact_cnn/{strategy}/seed-0.parquet")
         assert len(predictions) == test_rows
         assert "contempt" not in set(predictions["y_pred"])
-    summary = read(rafdb_run, "results/fairness/baseline/summary.parquet")
+    summary = read(rafdb_run, "results/fairness/compact_cnn/baseline/seed-0/summary.parquet")
     assert (summary["label_source"] == "ground_truth").all()
     assert summary["inferred_label_accuracy"].isna().all()
     # Ground-truth labels are never imputed: no label-noise interval.
@@ -391,7 +440,8 @@ def test_generic_dataset_with_utkface_as_external_reference(generic_run):
     assert set(comparison.loc["race", "label_source"]) == {"ground_truth"}
     assert set(comparison.loc["age", "label_source"]) == {"inferred"}
     test_rows = ((manifest["split"] == "test") & (manifest["label_status"] == "ok")).sum()
-    assert len(read(generic_run, "results/predictions/baseline.parquet")) == test_rows
+    baseline = read(generic_run, "results/predictions/compact_cnn/baseline/seed-0.parquet")
+    assert len(baseline) == test_rows
 
     report = json.loads((generic_run / "results/group_labels/classifier_report.json").read_text())
     utkface = report["external_evaluation"]["utkface"]

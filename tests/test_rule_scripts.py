@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from alignment_report import summarise  # noqa: E402
 from compare_strategies import headline_metrics  # noqa: E402
-from train_model import group_key, labelled_split  # noqa: E402
 
 from fairfer.schemas import ALIGNED, MANIFEST, read_checked, write_parquet  # noqa: E402
 
@@ -60,14 +59,9 @@ def test_undecodable_and_faceless_images_become_rejects():
     assert pa.Table.from_pylist(records, schema=ALIGNED).num_rows == 3
 
 
-def test_group_key_is_null_when_any_attribute_is_unknown():
-    frame = pd.DataFrame({"race": ["Black", None], "gender": ["Male", "Female"]})
-    keys = group_key(frame, ["race", "gender"])
-    assert keys.iloc[0] == "Black x Male"
-    assert pd.isna(keys.iloc[1])
-
-
 def test_labelled_split_keeps_only_majority_labelled_rows():
+    from fairfer.training_data import labelled_split
+
     frame = pd.DataFrame(
         {"split": ["test", "test", "train"], "label_status": ["ok", "no_majority", "ok"]}
     )

@@ -18,6 +18,18 @@ import torch
 from torch import nn
 
 
+class EmotionLogits(nn.Module):
+    """The logits alone of a network that returns (logits, representation), such as
+    :class:`fairfer.models.Network`: Grad-CAM explains one class score."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)[0]
+
+
 def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
     """Modules whose output is a feature map larger than 1x1, in the order they finish.
 
@@ -52,8 +64,8 @@ def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, n
 def default_target_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The last module with a spatial output: the usual Grad-CAM layer.
 
-    For :class:`fairfer.training.CompactCNN` that is the last convolution's ReLU; for
-    torchvision's ResNet-18 ``layer4``; for MobileNetV3 ``features``.
+    For the compact CNN that is the last convolution's ReLU; for torchvision's ResNet-18
+    ``layer4``; for MobileNetV3 ``features``.
 
     Raises
     ------

@@ -190,10 +190,12 @@ AUGMENTED = pa.schema(
 
 
 def predictions_schema(classes: Sequence[str] = EMOTIONS) -> pa.Schema:
-    """Schema shared by every strategy's test-set predictions."""
+    """Schema shared by the test-set predictions of every strategy x model x seed."""
     fields = [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("strategy", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
         pa.field("y_true", pa.string(), nullable=False),
         pa.field("y_pred", pa.string(), nullable=False),
         pa.field("probabilities", pa.list_(pa.float32(), len(classes)), nullable=False),

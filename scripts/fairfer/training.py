@@ -1,213 +1,355 @@
-"""One trainer shared by every mitigation strategy: a compact CNN on 48x48 grayscale faces.
+"""The one trainer every strategy and model shares.
 
-Strategies differ only in what they hand the trainer: per-sample loss weights
-(:func:`kamiran_calders_weights`) or a different pool of training images (the augmented set).
-Model selection uses the validation split alone; the test split is only predicted.
+:func:`train` optimises a :class:`~fairfer.models.Network` under a
+:class:`~fairfer.strategies.Strategy` on a training :class:`~fairfer.training_data.Split` and
+selects the epoch with the best accuracy on the validation split, the only data it sees
+besides the training pool: the test split never reaches it. AdamW with a linear warm-up and a
+cosine decay, optional gradient clipping and early stopping, bf16/fp16 autocast on a GPU, a
+checkpoint after every epoch that a rerun resumes from, and the same result for the same seed.
 """
 
 from __future__ import annotations
 
-import io
+import copy
 import logging
 import math
-from collections.abc import Sequence
+import os
+import time
 from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
 
-from fairfer.images import to_grayscale
+from fairfer.models import ModelSpec, Network
+from fairfer.strategies import Strategy
+from fairfer.training_data import Split
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 48
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generators (weight init and dropout, on CPU and GPU)."""
+    torch.manual_seed(seed)
 
 
-def decode_grayscale(images: Sequence[bytes], size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Decode encoded images of any pixel format into a uint8 tensor (N, 1, size, size)."""
-    arrays = []
-    for data in images:
-        image = to_grayscale(Image.open(io.BytesIO(data)))
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(image, dtype=np.uint8))
-    return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is cuda but torch sees no GPU")
+    return torch.device(name)
 
 
-def kamiran_calders_weights(
-    groups: pd.Series, labels: pd.Series, *, max_weight: float
-) -> np.ndarray:
-    """Reweighing weights w = P(group) P(class) / P(group, class) (Kamiran & Calders 2012).
-
-    Multiclass labels and intersectional groups (pass a combined key) are handled alike.
-    Samples without a group get weight 1; weights are clipped at ``max_weight`` and then
-    rescaled to mean 1 so the learning rate means the same as without weights.
-    """
-    frame = pd.DataFrame({"group": groups.to_numpy(), "label": labels.to_numpy()})
-    known = frame["group"].notna().to_numpy()
-    weights = np.ones(len(frame))
-    observed = frame[known]
-    if len(observed):
-        p_group = observed["group"].map(observed["group"].value_counts(normalize=True))
-        p_label = observed["label"].map(observed["label"].value_counts(normalize=True))
-        joint = observed.groupby(["group", "label"])["group"].transform("size") / len(observed)
-        weights[known] = (p_group * p_label / joint).to_numpy()
-    weights = np.minimum(weights, max_weight)
-    return weights / weights.mean()
-
-
-class CompactCNN(nn.Module):
-    """VGG-style CNN for 48x48 grayscale faces: three conv stages, then global pooling."""
-
-    def __init__(self, *, width: int, n_classes: int) -> None:
-        super().__init__()
-
-        def stage(inputs: int, outputs: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
-                nn.BatchNorm2d(outputs),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(outputs, outputs, 3, padding=1, bias=False),
-                nn.BatchNorm2d(outputs),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            )
-
-        self.features = nn.Sequential(
-            stage(1, width),
-            stage(width, 2 * width),
-            stage(2 * width, 4 * width),
-            nn.Conv2d(4 * width, 8 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8 * width),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.classifier = nn.Sequential(nn.Dropout(0.4), nn.Linear(8 * width, n_classes))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(images))
-
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels to roughly zero-mean, unit-range floats."""
-    return (images.float() - 128.0) / 64.0
-
-
-def random_flip_and_shift(
-    images: torch.Tensor, generator: torch.Generator, max_shift: int = 4
-) -> torch.Tensor:
-    """Light on-line augmentation used by every strategy: horizontal flip and translation."""
-    flip = torch.rand(len(images), generator=generator) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    padded = nn.functional.pad(images, (max_shift,) * 4, mode="replicate")
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator).tolist()
-    return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
+def make_deterministic(device: torch.device) -> None:
+    """Same seed, same result: deterministic kernels (on a GPU, as far as cuDNN allows)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @dataclass(frozen=True)
-class TrainingSettings:
-    """Tunables shared by every strategy (config key ``training``)."""
+class Runtime:
+    """Where and how a job trains; none of it changes what a seed produces on the CPU."""
 
-    width: int = 32
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
+    device: torch.device = torch.device("cpu")
+    mixed_precision: bool = False
+    progress: bool = False
+    description: str = ""
 
-    @classmethod
-    def from_config(cls, config: dict) -> TrainingSettings:
-        return cls(**{key: config[key] for key in cls.__dataclass_fields__})
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        if not self.mixed_precision or self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    max_shift: float = 0.1,
+    max_rotation_deg: float = 10.0,
+    max_scale: float = 0.1,
+) -> torch.Tensor:
+    """Per-image random flip, rotation, scale and translation (one ``grid_sample`` call).
+
+    ``max_shift`` is a fraction of the image side. Returns float pixels in 0..255.
+    """
+    n = len(images)
+    draws = torch.rand((n, 5), generator=generator).to(images.device)
+    flip = torch.where(draws[:, 0] < 0.5, -1.0, 1.0)
+    angle = torch.deg2rad((2 * draws[:, 1] - 1) * max_rotation_deg)
+    scale = 1 + (2 * draws[:, 2] - 1) * max_scale
+    shift = (2 * draws[:, 3:5] - 1) * 2 * max_shift
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
+            torch.stack([sin * flip, cos, shift[:, 1]], dim=1),
+        ],
+        dim=1,
+    )
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(
+        images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """Class posteriors averaged over the image and its mirror (test-time flip)."""
-    model.eval()
+def predict_proba(
+    network: Network,
+    inputs: torch.Tensor,
+    *,
+    runtime: Runtime = Runtime(),
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Class posteriors; images are averaged with their mirror image (test-time flip)."""
+    network.eval()
+    images = inputs.dtype == torch.uint8
     outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = normalise(images[start : start + batch_size])
-        logits = model(batch).softmax(1) + model(batch.flip(-1)).softmax(1)
-        outputs.append((logits / 2).numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0))
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size].to(runtime.device, non_blocking=True)
+        with _autocast(runtime):
+            probabilities = network(batch)[0].float().softmax(1)
+            if images:
+                probabilities = (probabilities + network(batch.flip(-1))[0].float().softmax(1)) / 2
+        outputs.append(probabilities.cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _autocast(runtime: Runtime):
+    dtype = runtime.autocast_dtype
+    return torch.autocast(runtime.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _parameter_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels, none on biases and normalisation."""
+    trainable = [p for p in chain(*(m.parameters() for m in modules)) if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint resumes besides the modules and the optimiser."""
+
+    epoch: int = 0
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stale_epochs: int = 0
+    history: list | None = None
 
 
 def train(
-    train_images: torch.Tensor,
-    train_labels: torch.Tensor,
-    valid_images: torch.Tensor,
-    valid_labels: torch.Tensor,
+    network: Network,
+    strategy: Strategy,
+    train_split: Split,
+    valid_split: Split,
     *,
-    n_classes: int,
-    settings: TrainingSettings,
+    spec: ModelSpec,
     seed: int,
-    sample_weights: np.ndarray | None = None,
     epoch_size: int | None = None,
-) -> tuple[nn.Module, pd.DataFrame]:
-    """Train the CNN; keep the weights of the epoch with the best validation accuracy.
+    runtime: Runtime = Runtime(),
+    resume_path: Path | None = None,
+    fingerprint: str = "",
+) -> tuple[Network, pd.DataFrame]:
+    """Train ``network`` under ``strategy``; keep the epoch with the best validation accuracy.
 
-    ``epoch_size`` draws that many training images per epoch (without replacement), so a
-    strategy with a larger pool (augmentation) gets the same compute as the baseline.
+    Parameters
+    ----------
+    network, strategy
+        Built by the caller after :func:`seed_everything`, so their initial weights follow
+        the seed.
+    train_split, valid_split
+        The training pool and the validation split (model selection, early stopping and the
+        strategy's epoch-end updates all read this split and nothing else).
+    spec
+        Optimisation settings (epochs, batch size, learning rate, warm-up, weight decay,
+        label smoothing, gradient clipping, early-stopping patience, augmentation).
+    seed
+        Seeds batch order and augmentation.
+    epoch_size
+        Samples drawn (without replacement) per epoch; a strategy with a larger pool
+        (augmentation) then gets the same compute as the baseline. Default: the whole pool.
+    runtime
+        Device, mixed precision and progress bar.
+    resume_path
+        Checkpoint written after every epoch; a run whose ``fingerprint`` matches resumes from
+        it and ends where an uninterrupted run would.
+
+    Returns
+    -------
+    network
+        With the weights of the selected epoch.
+    history
+        One row per epoch: training loss, validation accuracy, learning rate, seconds, and
+        whatever the strategy reports.
     """
-    torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = CompactCNN(width=settings.width, n_classes=n_classes)
-    epoch_size = min(epoch_size or len(train_images), len(train_images))
-    steps_per_epoch = math.ceil(epoch_size / settings.batch_size)
+    device = runtime.device
+    network.to(device)
+    strategy.to(device)
+    train_data, valid_data = train_split.to(device), valid_split.to(device)
+    augment = train_split.is_images and spec.augment
+    epoch_size = min(epoch_size or len(train_split), len(train_split))
+    steps_per_epoch = math.ceil(epoch_size / spec.batch_size)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        _parameter_groups([network, strategy], spec.weight_decay), lr=spec.learning_rate
     )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
+    warmup_steps = round(spec.warmup_epochs * steps_per_epoch)
+    total_steps = spec.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
-        max_lr=settings.learning_rate,
-        epochs=settings.epochs,
-        steps_per_epoch=steps_per_epoch,
+        lambda step: warmup_cosine(step, warmup_steps=warmup_steps, total_steps=total_steps),
     )
-    weights = torch.as_tensor(
-        sample_weights if sample_weights is not None else np.ones(len(train_images)),
-        dtype=torch.float32,
-    )
-    loss_function = nn.CrossEntropyLoss(reduction="none", label_smoothing=settings.label_smoothing)
-    history = []
-    best_accuracy, best_state = -1.0, None
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_images), generator=generator)[:epoch_size]
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.autocast_dtype == torch.float16)
+    state = _Progress(history=[])
+
+    if resume_path is not None and resume_path.exists():
+        saved = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if saved["fingerprint"] == fingerprint:
+            network.load_state_dict(saved["network"])
+            strategy.load_state_dict(saved["strategy"])
+            optimiser.load_state_dict(saved["optimiser"])
+            schedule.load_state_dict(saved["schedule"])
+            scaler.load_state_dict(saved["scaler"])
+            generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+            if device.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(saved["cuda_rng"])
+            state = saved["progress"]
+            logger.info("resuming from %s after epoch %d", resume_path, state.epoch)
+        else:
+            logger.info("ignoring %s: written for other settings or inputs", resume_path)
+
+    for epoch in range(state.epoch + 1, spec.epochs + 1):
+        if spec.early_stopping_patience and state.stale_epochs >= spec.early_stopping_patience:
+            break
+        started, cpu_started = time.perf_counter(), time.process_time()
+        network.train()
+        strategy.train()
+        order = torch.randperm(len(train_split), generator=generator)[:epoch_size]
         total_loss = 0.0
-        for step in range(steps_per_epoch):
-            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            images = normalise(random_flip_and_shift(train_images[index], generator))
-            losses = loss_function(model(images), train_labels[index])
-            loss = (losses * weights[index]).sum() / weights[index].sum()
+        steps = tqdm(
+            range(steps_per_epoch),
+            desc=f"{runtime.description} epoch {epoch}/{spec.epochs}",
+            mininterval=30,
+            leave=False,
+            # Left unset when shown, so TQDM_DISABLE=1 in the environment still hides it.
+            **({} if runtime.progress else {"disable": True}),
+        )
+        for step in steps:
+            index = order[step * spec.batch_size : (step + 1) * spec.batch_size].to(device)
+            inputs = train_data.inputs[index]
+            if augment:
+                inputs = random_affine(inputs, generator)
+            with _autocast(runtime):
+                logits, representation = network(inputs)
+                loss = strategy.loss(
+                    logits,
+                    representation,
+                    train_data.labels[index],
+                    train_data.attributes[index],
+                    index,
+                    progress=epoch - 1 + step / steps_per_epoch,
+                )
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            scaler.scale(loss).backward()
+            if spec.gradient_clip:
+                scaler.unscale_(optimiser)
+                nn.utils.clip_grad_norm_(
+                    [p for group in optimiser.param_groups for p in group["params"]],
+                    spec.gradient_clip,
+                )
+            scaler.step(optimiser)
+            scaler.update()
             schedule.step()
             total_loss += loss.item() * len(index)
-        valid_accuracy = float(
-            (predict_proba(model, valid_images).argmax(1) == valid_labels.numpy()).mean()
-        )
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total_loss / epoch_size,
-                "valid_accuracy": valid_accuracy,
-            }
-        )
+
+        probabilities = predict_proba(network, valid_data.inputs, runtime=runtime)
+        predicted = torch.as_tensor(probabilities.argmax(1))
+        valid_accuracy = float((predicted == valid_split.labels.cpu()).float().mean())
+        reported = strategy.end_epoch(predicted, valid_split)
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss / epoch_size,
+            "valid_accuracy": valid_accuracy,
+            "learning_rate": schedule.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+            # CPU time of the job's process: the cost of the epoch, whatever else shares the cores.
+            "cpu_seconds": time.process_time() - cpu_started,
+            **reported,
+        }
+        state.history.append(record)
         logger.info(
-            "epoch %d/%d: train loss %.4f, valid accuracy %.4f",
+            "%s epoch %d/%d: train loss %.4f, valid accuracy %.4f (%.0f s, %.0f CPU s)",
+            runtime.description,
             epoch,
-            settings.epochs,
-            total_loss / epoch_size,
+            spec.epochs,
+            record["train_loss"],
             valid_accuracy,
+            record["seconds"],
+            record["cpu_seconds"],
         )
-        if valid_accuracy > best_accuracy:
-            best_accuracy = valid_accuracy
-            best_state = {key: value.clone() for key, value in model.state_dict().items()}
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    return model, pd.DataFrame(history)
+        if valid_accuracy > state.best_accuracy:
+            state.best_accuracy, state.best_epoch, state.stale_epochs = valid_accuracy, epoch, 0
+            state.best_state = {
+                k: v.detach().cpu().clone() for k, v in network.state_dict().items()
+            }
+        else:
+            state.stale_epochs += 1
+        state.epoch = epoch
+        if resume_path is not None:
+            _save_checkpoint(
+                resume_path,
+                {
+                    "fingerprint": fingerprint,
+                    "network": network.state_dict(),
+                    "strategy": strategy.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    "progress": copy.deepcopy(state),
+                },
+            )
+
+    if spec.early_stopping_patience and state.stale_epochs >= spec.early_stopping_patience:
+        logger.info(
+            "early stop: no validation improvement for %d epochs", spec.early_stopping_patience
+        )
+    logger.info("selected epoch %d (valid accuracy %.4f)", state.best_epoch, state.best_accuracy)
+    assert state.best_state is not None
+    network.load_state_dict(state.best_state)
+    history = pd.DataFrame(state.history)
+    history["selected"] = history["epoch"] == state.best_epoch
+    return network, history
+
+
+def _save_checkpoint(path: Path, content: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(content, partial)
+    os.replace(partial, path)

@@ -16,11 +16,41 @@ EXTERNAL_REFERENCES = list(config["race_matching"]["external_references"])
 DATASETS = [EMOTION_DATASET, "fairface", *EXTERNAL_REFERENCES]
 # Datasets read from a folder: placed by hand ("manual") or unpacked from an archive by
 # download_dataset. FairFace has its own download rule (download_fairface).
-FOLDER_DATASETS = [EMOTION_DATASET, *EXTERNAL_REFERENCES]
+# Second emotion dataset of cross-dataset dynamic weighting, if configured.
+SECOND_DATASET = config["strategies"].get("dynamic_weighting", {}).get("second_dataset")
+FOLDER_DATASETS = [EMOTION_DATASET, *EXTERNAL_REFERENCES, *[d for d in [SECOND_DATASET] if d]]
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
 STRATEGIES = list(config["strategies"])
 # Every comparison is against this strategy (check_strategies makes sure it is configured).
 BASELINE = "baseline"
+MODELS = list(config["training"]["models"])
+SEEDS = list(config["training"]["seeds"])
+
+
+def model_seeds(model):
+    """A model's own ``seeds`` if it has them, else ``training.seeds``."""
+    return config["models"].get(model, {}).get("seeds") or SEEDS
+
+
+# Every training run, in the order compare_strategies reads their summaries.
+RUNS = [
+    {"model": m, "strategy": s, "seed": seed}
+    for m in MODELS
+    for s in STRATEGIES
+    for seed in model_seeds(m)
+]
+# Models with a spatial input, which Grad-CAM can explain.
+IMAGE_MODELS = [m for m in MODELS if config["models"][m]["input"] != "embeddings"]
+# Grad-CAM grids: every strategy of each image model, at that model's first seed.
+GRADCAM_RUNS = [
+    run
+    for run in RUNS
+    if run["model"] in IMAGE_MODELS
+    and run["seed"] == model_seeds(run["model"])[0]
+]
+AUGMENTATION_STRATEGIES = [s for s in STRATEGIES if s.startswith("augmentation")]
+# Datasets whose faces are aligned and embedded when a model or strategy needs them.
+FACE_DATASETS = DATASETS + [d for d in [SECOND_DATASET] if d and d not in DATASETS]
 SHARDS = list(range(config["alignment"]["shards"]))
 
 
@@ -28,6 +58,24 @@ def check_strategies():
     if BASELINE not in STRATEGIES:
         raise ValueError(
             f"config key strategies must include {BASELINE!r}: every table compares against it"
+        )
+    undefined = [m for m in MODELS if m not in config["models"]]
+    if undefined:
+        raise ValueError(
+            f"config key training.models names {undefined}, which are not defined under "
+            f"models (defined: {sorted(config['models'])})"
+        )
+    for name in MODELS:
+        model = config["models"][name]
+        if (model["architecture"] == "embedding_mlp") != (model["input"] == "embeddings"):
+            raise ValueError(
+                f"config key models.{name}: architecture embedding_mlp reads input embeddings, "
+                "and only it does"
+            )
+    if SECOND_DATASET == EMOTION_DATASET:
+        raise ValueError(
+            "config key strategies.dynamic_weighting.second_dataset must differ from "
+            f"emotion_dataset ({EMOTION_DATASET})"
         )
     if config["embedding"]["weights"] == "random" and not config["embedding"][
         "allow_random_weights"
@@ -242,13 +290,32 @@ def strategy_params(wildcards):
     return config["strategies"][wildcards.strategy]
 
 
+def model_params(wildcards):
+    """A model's settings; its seed list is left out, so adding a seed reruns no other."""
+    return {k: v for k, v in config["models"][wildcards.model].items() if k != "seeds"}
+
+
+def face_inputs(model, dataset):
+    """The aligned crops or embeddings a model reads (none for gray48 images)."""
+    source = config["models"][model]["input"]
+    if source == "embeddings":
+        return shard_files(EMBEDDED_SHARD, dataset)
+    if source == "aligned":
+        return shard_files(ALIGNED_SHARD, dataset)
+    return []
+
+
 def training_inputs(wildcards):
     inputs = {
         "manifest": f"results/manifests/{EMOTION_DATASET}.parquet",
         "group_labels": rules.match_race_labels.output.labels,
+        "model_inputs": face_inputs(wildcards.model, EMOTION_DATASET),
     }
-    if wildcards.strategy == "augmentation":
-        inputs["augmented"] = rules.augment_demographics.output.augmented
+    if wildcards.strategy in AUGMENTATION_STRATEGIES:
+        inputs["augmented"] = AUGMENTED_SET.format(strategy=wildcards.strategy)
+    if wildcards.strategy == "dynamic_weighting" and SECOND_DATASET:
+        inputs["second_manifest"] = f"results/manifests/{SECOND_DATASET}.parquet"
+        inputs["second_model_inputs"] = face_inputs(wildcards.model, SECOND_DATASET)
     return inputs
 
 
@@ -256,8 +323,25 @@ def training_inputs(wildcards):
 # Kubernetes profile) rules.<rule>.output holds storage objects, which expand() refuses.
 ALIGNED_SHARD = "results/aligned/{dataset}/shard-{shard}.parquet"
 EMBEDDED_SHARD = "results/embeddings/{dataset}/shard-{shard}.parquet"
-PREDICTIONS = "results/predictions/{strategy}.parquet"
-GRADCAM_MAP = "results/report/gradcam/{strategy}.png"
+AUGMENTED_SET = f"results/augmented/{EMOTION_DATASET}/{{strategy}}.parquet"
+PREDICTIONS = "results/predictions/{model}/{strategy}/seed-{seed}.parquet"
+GRADCAM_MAP = "results/report/gradcam/{model}/{strategy}/seed-{seed}.png"
+# Per-run fairness tables: .format(table=...) first, then run_files() fills the run.
+FAIRNESS_TABLE = "results/fairness/{{model}}/{{strategy}}/seed-{{seed}}/{table}.parquet"
+
+
+def training_memory_mb(wildcards):
+    """Decoded inputs dominate: aligned RGB crops take far more than 48x48 gray images."""
+    model = config["models"][wildcards.model]
+    if model["input"] == "aligned":
+        side = model.get("image_size", 112)
+        return 4000 + int(45000 * 3 * side * side / 2**20)
+    return 4000
+
+
+def run_files(pattern):
+    """``pattern`` filled in for every training run (model, strategy, seed)."""
+    return [pattern.format(**run) for run in RUNS]
 
 
 def shard_files(pattern, dataset):
@@ -265,7 +349,7 @@ def shard_files(pattern, dataset):
 
 
 def all_outputs():
-    return expand("results/fairness/{strategy}/summary.md", strategy=STRATEGIES) + [
+    return run_files("results/fairness/{model}/{strategy}/seed-{seed}/summary.md") + [
         "results/fairness/comparison.md",
         "results/metrics.json",
         "results/report/fairness_report.html",
@@ -311,5 +395,11 @@ def package_modules(rule_script):
 
 def retry_scaled(amount):
     """A resource that doubles with each attempt: a job killed for running out of time or
-    memory is resubmitted with twice as much (profiles set `retries`)."""
-    return lambda wildcards, attempt: amount * 2 ** (attempt - 1)
+    memory is resubmitted with twice as much (profiles set `retries`). ``amount`` is a number
+    or a function of the wildcards."""
+
+    def scaled(wildcards, attempt):
+        base = amount(wildcards) if callable(amount) else amount
+        return base * 2 ** (attempt - 1)
+
+    return scaled

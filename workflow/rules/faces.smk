@@ -13,7 +13,7 @@ rule align_faces:
     benchmark:
         "logs/benchmarks/align_faces/{dataset}/shard-{shard}.tsv"
     wildcard_constraints:
-        dataset="|".join(DATASETS),
+        dataset="|".join(FACE_DATASETS),
         shard=r"\d+",
     threads: 1
     resources:
@@ -106,7 +106,7 @@ rule embed_faces:
     benchmark:
         "logs/benchmarks/embed_faces/{dataset}/shard-{shard}.tsv"
     wildcard_constraints:
-        dataset="|".join(DATASETS),
+        dataset="|".join(FACE_DATASETS),
         shard=r"\d+",
     threads: 1
     resources:

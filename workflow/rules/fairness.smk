@@ -6,26 +6,39 @@ rule fairness_tables:
         modules=package_modules("fairness_tables"),
     output:
         group_metrics=multiext(
-            "results/fairness/{strategy}/group_metrics", ".parquet", ".csv", ".md"
+            "results/fairness/{model}/{strategy}/seed-{seed}/group_metrics",
+            ".parquet",
+            ".csv",
+            ".md",
         ),
         group_class_metrics=multiext(
-            "results/fairness/{strategy}/group_class_metrics", ".parquet", ".csv", ".md"
+            "results/fairness/{model}/{strategy}/seed-{seed}/group_class_metrics",
+            ".parquet",
+            ".csv",
+            ".md",
         ),
         class_disparities=multiext(
-            "results/fairness/{strategy}/class_disparities", ".parquet", ".csv", ".md"
+            "results/fairness/{model}/{strategy}/seed-{seed}/class_disparities",
+            ".parquet",
+            ".csv",
+            ".md",
         ),
-        summary=multiext("results/fairness/{strategy}/summary", ".parquet", ".csv", ".md"),
+        summary=multiext(
+            "results/fairness/{model}/{strategy}/seed-{seed}/summary", ".parquet", ".csv", ".md"
+        ),
     params:
         attributes=config["fairness"]["attributes"],
         min_group_size=config["fairness"]["min_group_size"],
         uncertainty=config["fairness"]["uncertainty"],
         seed=config["seed"],
     log:
-        "logs/fairness_tables/{strategy}.log",
+        "logs/fairness_tables/{model}/{strategy}/seed-{seed}.log",
     benchmark:
-        "logs/benchmarks/fairness_tables/{strategy}.tsv"
+        "logs/benchmarks/fairness_tables/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
+        model="|".join(MODELS),
         strategy="|".join(STRATEGIES),
+        seed=r"\d+",
     threads: 1
     resources:
         mem_mb=retry_scaled(2000),
@@ -38,7 +51,7 @@ rule fairness_tables:
 
 rule compare_strategies:
     input:
-        predictions=expand(PREDICTIONS, strategy=STRATEGIES),
+        predictions=run_files(PREDICTIONS),
         group_labels=rules.match_race_labels.output.labels,
         classifier_report=rules.match_race_labels.output.report,
         modules=package_modules("compare_strategies"),

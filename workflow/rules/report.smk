@@ -3,6 +3,7 @@ rule gradcam_maps:
         checkpoint=rules.train_model.output.checkpoint,
         predictions=rules.train_model.output.predictions,
         manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+        model_inputs=lambda wildcards: face_inputs(wildcards.model, EMOTION_DATASET),
         modules=package_modules("gradcam_maps"),
     output:
         GRADCAM_MAP,
@@ -10,11 +11,13 @@ rule gradcam_maps:
         gradcam=config["report"]["gradcam"],
         seed=config["seed"],
     log:
-        "logs/gradcam_maps/{strategy}.log",
+        "logs/gradcam_maps/{model}/{strategy}/seed-{seed}.log",
     benchmark:
-        "logs/benchmarks/gradcam_maps/{strategy}.tsv"
+        "logs/benchmarks/gradcam_maps/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
+        model="|".join(IMAGE_MODELS) or "(?!)",
         strategy="|".join(STRATEGIES),
+        seed=r"\d+",
     threads: 1
     resources:
         mem_mb=retry_scaled(3000),
@@ -27,18 +30,14 @@ rule gradcam_maps:
 
 rule fairness_report:
     input:
-        predictions=expand(PREDICTIONS, strategy=STRATEGIES),
-        group_metrics=expand(
-            "results/fairness/{strategy}/group_metrics.parquet", strategy=STRATEGIES
-        ),
-        class_disparities=expand(
-            "results/fairness/{strategy}/class_disparities.parquet", strategy=STRATEGIES
-        ),
-        summary=expand("results/fairness/{strategy}/summary.parquet", strategy=STRATEGIES),
+        predictions=run_files(PREDICTIONS),
+        group_metrics=run_files(FAIRNESS_TABLE.format(table="group_metrics")),
+        class_disparities=run_files(FAIRNESS_TABLE.format(table="class_disparities")),
+        summary=run_files(FAIRNESS_TABLE.format(table="summary")),
         comparison="results/fairness/comparison.parquet",
         classifier_report=rules.match_race_labels.output.report,
         composition_plot=rules.match_race_labels.output.composition_plot,
-        gradcam=expand(GRADCAM_MAP, strategy=STRATEGIES),
+        gradcam=[GRADCAM_MAP.format(**run) for run in GRADCAM_RUNS],
         modules=package_modules("fairness_report"),
     output:
         report="results/report/fairness_report.html",

@@ -4,15 +4,17 @@ rule augment_demographics:
         group_labels=rules.match_race_labels.output.labels,
         modules=package_modules("augment_demographics"),
     output:
-        augmented=f"results/augmented/{EMOTION_DATASET}_train.parquet",
-        cells="results/augmented/cell_counts.csv",
+        augmented=AUGMENTED_SET,
+        cells=f"results/augmented/{EMOTION_DATASET}/{{strategy}}_cells.csv",
     params:
-        augmentation=config["augmentation"],
+        augmentation=strategy_params,
         seed=config["seed"],
     log:
-        "logs/augment_demographics.log",
+        "logs/augment_demographics/{strategy}.log",
     benchmark:
-        "logs/benchmarks/augment_demographics.tsv"
+        "logs/benchmarks/augment_demographics/{strategy}.tsv"
+    wildcard_constraints:
+        strategy="|".join(AUGMENTATION_STRATEGIES),
     threads: 1
     resources:
         mem_mb=retry_scaled(2000),
@@ -28,23 +30,29 @@ rule train_model:
         unpack(training_inputs),
         modules=package_modules("train_model"),
     output:
-        checkpoint="results/models/{strategy}/model.pt",
-        history="results/models/{strategy}/history.csv",
+        checkpoint="results/models/{model}/{strategy}/seed-{seed}/model.pt",
+        history="results/models/{model}/{strategy}/seed-{seed}/history.csv",
         predictions=PREDICTIONS,
     params:
-        training=config["training"],
+        model=model_params,
         strategy=strategy_params,
-        seed=config["seed"],
+        runtime={
+            key: config["training"][key] for key in ("device", "mixed_precision")
+        },
     log:
-        "logs/train_model/{strategy}.log",
+        "logs/train_model/{model}/{strategy}/seed-{seed}.log",
     benchmark:
-        "logs/benchmarks/train_model/{strategy}.tsv"
+        "logs/benchmarks/train_model/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
+        model="|".join(MODELS),
         strategy="|".join(STRATEGIES),
+        seed=r"\d+",
     threads: config["training"]["threads"]
     resources:
-        mem_mb=retry_scaled(4000),
-        runtime=retry_scaled(60),
+        mem_mb=retry_scaled(training_memory_mb),
+        runtime=retry_scaled(600),
+        # Lets --resources gpu=N cap the jobs that share the GPUs.
+        gpu=int(config["training"]["device"] == "cuda"),
     conda:
         "../../envs/fairfer.yaml"
     script:
