@@ -171,3 +171,13 @@ def test_fairface_archive_with_a_wrong_checksum_leaves_no_output(tmp_path):
 
     download(str(source), actual, archive_out, images_out)
     assert (images_out / "train" / "1.jpg").read_bytes() == b"jpeg"
+
+
+def test_report_shows_each_models_first_seed():
+    from fairness_report import first_seed
+
+    runs = pd.DataFrame(
+        {"model": ["cnn", "cnn", "mlp", "mlp"], "seed": [1, 2, 0, 2], "strategy": ["b"] * 4}
+    )
+    assert first_seed(runs)[["model", "seed"]].values.tolist() == [["cnn", 1], ["mlp", 0]]
+    assert first_seed(runs.drop(columns="seed")).equals(runs.drop(columns="seed"))
