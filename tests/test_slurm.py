@@ -20,6 +20,7 @@ from pipeline_support import (
     DATA,
     ROOT,
     SNAKEMAKE,
+    ci_training_runs,
     environment,
     result_files,
     reuse_downloaded_weights,
@@ -100,7 +101,7 @@ def test_training_jobs_ran_on_the_gpu_partition_with_a_gpu(slurm_run, slurm_envi
     ).stdout
     jobs = [line.split("|") for line in listing.splitlines()]
     training = [job for job in jobs if job[3].startswith("rule_train_model")]
-    assert len(training) == 3
+    assert len(training) == ci_training_runs(slurm_run)
     for partition, gpus, state, _ in training:
         assert (partition, gpus, state) == ("gpu", "gres:gpu:1", "COMPLETED")
     others = [job for job in jobs if not job[3].startswith("rule_train_model")]
@@ -112,7 +113,7 @@ def test_a_failing_job_fails_the_workflow(slurm_run, slurm_environment, tmp_path
     shutil.copytree(slurm_run, workdir, symlinks=True)
     # A corrupt intermediate: the job that reads it fails on the cluster.
     (workdir / "results" / "group_labels" / "ferplus.parquet").write_bytes(b"not parquet")
-    target = "results/augmented/ferplus_train.parquet"
+    target = "results/augmented/ferplus/augmentation.parquet"
     result = slurm_snakemake(
         workdir, slurm_environment, "--forcerun", "augment_demographics", target, limit=600
     )
