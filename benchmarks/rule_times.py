@@ -1,7 +1,9 @@
-"""Print wall time and peak memory per rule from a finished run's Snakemake benchmark files.
+"""Print wall time, CPU time and peak memory per rule from a finished run's benchmark files.
 
 Every rule writes ``logs/benchmarks/<rule>/...tsv`` (Snakemake's ``benchmark:`` directive);
-this sums the jobs of each rule and reports the largest peak RSS.
+this sums the jobs of each rule and reports the largest peak RSS. CPU seconds do not depend on
+what else shared the machine: with one thread per job (every rule here but the optional
+fine-tuning), ``sum of CPU seconds / cores`` estimates the wall time on idle cores.
 
     .venv/bin/python benchmarks/rule_times.py [--root .]
 """
@@ -22,6 +24,7 @@ def rule_times(root: Path) -> pd.DataFrame:
                 "rule": relative.parts[0].removesuffix(".tsv"),
                 "job": str(relative),
                 "seconds": measured["s"],
+                "cpu_seconds": measured["cpu_time"],
                 "max_rss_mb": measured["max_rss"],
             }
         )
@@ -32,6 +35,7 @@ def rule_times(root: Path) -> pd.DataFrame:
             jobs=("job", "size"),
             wall_seconds=("seconds", "sum"),
             longest_job_seconds=("seconds", "max"),
+            cpu_seconds=("cpu_seconds", "sum"),
             peak_rss_mb=("max_rss_mb", "max"),
         )
         .sort_values("wall_seconds", ascending=False)
@@ -42,9 +46,16 @@ def rule_times(root: Path) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("."))
-    table = rule_times(parser.parse_args().root)
+    parser.add_argument("--cores", type=int, default=2, help="for the idle-machine estimate")
+    args = parser.parse_args()
+    table = rule_times(args.root)
     print(table.to_markdown())
+    cpu = table["cpu_seconds"].sum()
     print(f"\nsum of job wall times: {table['wall_seconds'].sum() / 60:.1f} min")
+    print(
+        f"sum of job CPU times: {cpu / 60:.1f} min ({cpu / 60 / args.cores:.1f} min on "
+        f"{args.cores} idle cores)"
+    )
 
 
 if __name__ == "__main__":
