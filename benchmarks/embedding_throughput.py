@@ -2,20 +2,25 @@
 
 Aligns ``--images`` FairFace images once (not timed), then times the embedding rule's code
 path (DataLoader decoding PNG crops in worker processes, batched forward pass) for each
-combination of loader workers and batch size, with ``--threads`` torch threads, on the CPU or,
-with ``--device cuda``, on a GPU (crops are decoded on the CPU either way).
+combination of network form, loader workers and batch size, with ``--threads`` torch threads,
+on the CPU or, with ``--device cuda``, on a GPU (crops are decoded on the CPU either way).
+Network forms: facenet-pytorch's network as it is (plain float32), and the rule's
+``InferenceNetwork`` (batch norm folded, channels-last) in float32 and in bfloat16, with the
+smallest cosine similarity of their embeddings to the plain network's.
 
     .venv/bin/python benchmarks/embedding_throughput.py --images 512 --threads 2
     .venv/bin/python benchmarks/embedding_throughput.py --images 2048 --device cuda
 """
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
@@ -28,6 +33,7 @@ from align_faces import align_rows  # noqa: E402
 from fairfer.alignment import FaceAligner  # noqa: E402
 from fairfer.embedding import crop_loader, embed_batches  # noqa: E402
 from fairfer.facenet import load_facenet, preprocessing_for  # noqa: E402
+from fairfer.inference import InferenceNetwork, resolve_precision  # noqa: E402
 from fairfer.schemas import ALIGNED, write_parquet  # noqa: E402
 
 
@@ -48,13 +54,14 @@ def aligned_sample(archive: Path, n_images: int, destination: Path) -> Path:
 
 
 class OnDevice(torch.nn.Module):
-    """Runs ``model`` on ``device`` and returns CPU tensors, as the embedding rule expects."""
+    """The plain network on ``device``, returning CPU tensors as the embedding rule expects."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         super().__init__()
         self.model = model.to(device)
         self.device = device
 
+    @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images.to(self.device, non_blocking=True)).cpu()
 
@@ -67,6 +74,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument(
         "--weights",
         type=Path,
@@ -74,27 +83,47 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     weights = "sandberg-keras" if args.weights else "random"
-    model, _ = load_facenet(weights, state_dict_path=args.weights)
-    model = OnDevice(model, torch.device(args.device))
+    network, _ = load_facenet(weights, state_dict_path=args.weights)
+    variants = {
+        "plain float32": OnDevice(copy.deepcopy(network), device),
+        **{
+            f"fused {precision}": InferenceNetwork(
+                network,
+                device=device,
+                dtype=resolve_precision(precision, device),
+                normalise_output=True,
+            )
+            for precision in ("float32", "bfloat16")
+        },
+    }
     preprocess = preprocessing_for(weights)
-    with torch.inference_mode():
+    for model in variants.values():
         # Untimed warm-up: first-call allocations and, on a GPU, kernel selection.
         model(preprocess(torch.zeros(8, 3, 160, 160)))
     with tempfile.TemporaryDirectory() as scratch:
         path = aligned_sample(args.archive, args.images, Path(scratch) / "aligned.parquet")
         print(
             f"FaceNet embedding, {args.images} FairFace crops, {args.threads} torch threads, "
-            f"device {args.device}"
+            f"device {args.device}, {weights} weights; cosine similarity to plain float32"
         )
-        print("loader_workers  batch_size  images/s")
-        for workers in (0, 1, 2):
-            for batch_size in (32, 64):
-                loader = crop_loader(path, batch_size=batch_size, workers=workers)
-                start = time.perf_counter()
-                count = sum(len(v) for _, v in embed_batches(model, preprocess, loader))
-                rate = count / (time.perf_counter() - start)
-                print(f"{workers:>14}  {batch_size:>10}  {rate:8.1f}")
+        print("network          loader_workers  batch_size  images/s  min cosine")
+        reference = None
+        for name, model in variants.items():
+            for workers in args.workers:
+                for batch_size in args.batch_sizes:
+                    loader = crop_loader(path, batch_size=batch_size, workers=workers)
+                    start = time.perf_counter()
+                    vectors = np.concatenate(
+                        [v for _, v in embed_batches(model, preprocess, loader)]
+                    )
+                    rate = len(vectors) / (time.perf_counter() - start)
+                    reference = vectors if reference is None else reference
+                    cosine = (vectors * reference).sum(axis=1).min()
+                    print(
+                        f"{name:<15}  {workers:>14}  {batch_size:>10}  {rate:8.1f}  {cosine:10.5f}"
+                    )
 
 
 if __name__ == "__main__":

@@ -56,10 +56,10 @@ from fairfer.finetune import (  # noqa: E402
     facenet_blocks,
     image_batches,
     labelled_crops,
-    resolve_device,
     split_for_selection,
     train_multitask,
 )
+from fairfer.inference import resolve_device  # noqa: E402
 from fairfer.race_matching import evaluate, fit_attribute_classifier  # noqa: E402
 from fairfer.schemas import ATTRIBUTE_CLASSES  # noqa: E402
 
@@ -164,7 +164,7 @@ def main() -> None:
         settings = dataclasses.replace(settings, epochs=args.epochs)
     matching, seed = config["race_matching"], config["seed"]
     ks = sorted(set(args.trainable_blocks or [settings.trainable_blocks]), reverse=True)
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, key="finetune.device")
 
     shards = sorted(Path(p) for p in glob.glob(args.aligned))
     frame = labelled_crops(

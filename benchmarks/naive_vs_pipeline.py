@@ -102,7 +102,7 @@ def pipeline_shard(
     shard: int,
     shards: int,
     alignment: dict,
-    weights: str,
+    embedding: dict,
     state_dict: Path | None,
 ) -> dict:
     """One shard job of each rule, in a process of its own with one thread, as Snakemake runs
@@ -115,11 +115,13 @@ def pipeline_shard(
     embedded = embed_shard(
         aligned,
         scratch / f"embeddings-{shard}.parquet",
-        weights=weights,
+        weights=embedding["weights"],
         weights_path=state_dict,
-        batch_size=alignment["embedding_batch_size"],
-        workers=0,
+        batch_size=embedding["batch_size"],
+        workers=embedding["loader_workers"],
         seed=0,
+        device=embedding["device"],
+        precision=embedding["precision"],
     )
     assert pq.read_metadata(scratch / f"embeddings-{shard}.parquet").num_rows == embedded
     return {
@@ -134,7 +136,7 @@ def pipeline(
     manifest: Path,
     scratch: Path,
     alignment: dict,
-    weights: str,
+    embedding: dict,
     state_dict: Path | None,
     cores: int,
 ) -> dict:
@@ -143,7 +145,7 @@ def pipeline(
     with ProcessPoolExecutor(max_workers=cores, mp_context=context) as pool:
         jobs = [
             pool.submit(
-                pipeline_shard, manifest, scratch, shard, cores, alignment, weights, state_dict
+                pipeline_shard, manifest, scratch, shard, cores, alignment, embedding, state_dict
             )
             for shard in range(cores)
         ]
@@ -176,14 +178,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.cores)
     config = yaml.safe_load(args.config.read_text())
-    alignment = {
-        **config["alignment"]["common"],
-        **config["alignment"]["fairface"],
-        "embedding_batch_size": config["embedding"]["batch_size"],
-    }
+    alignment = {**config["alignment"]["common"], **config["alignment"]["fairface"]}
     if args.min_face_size:
         alignment["min_face_size"] = args.min_face_size
     weights = "sandberg-keras" if args.weights else "random"
+    embedding = {**config["embedding"], "weights": weights}
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -198,7 +197,9 @@ def main() -> None:
         naive_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
-        pipeline_totals = pipeline(manifest, scratch, alignment, weights, args.weights, args.cores)
+        pipeline_totals = pipeline(
+            manifest, scratch, alignment, embedding, args.weights, args.cores
+        )
         pipeline_seconds = time.perf_counter() - start
 
     n = len(rows)

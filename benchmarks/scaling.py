@@ -91,6 +91,8 @@ def measure_one(args: argparse.Namespace) -> None:
             batch_size=config["embedding"]["batch_size"],
             workers=config["embedding"]["loader_workers"],
             seed=0,
+            device=config["embedding"]["device"],
+            precision=config["embedding"]["precision"],
         )
         done = time.perf_counter()
     print(

@@ -8,6 +8,13 @@ import torch
 from fairfer.download import sha256_of
 from fairfer.embedding import write_embeddings
 from fairfer.facenet import load_facenet, preprocessing_for
+from fairfer.inference import (
+    InferenceNetwork,
+    Precision,
+    dtype_name,
+    resolve_device,
+    resolve_precision,
+)
 from fairfer.schemas import embeddings_schema
 
 logger = logging.getLogger(__name__)
@@ -22,14 +29,21 @@ def embed_shard(
     batch_size: int,
     workers: int,
     seed: int,
+    device: str,
+    precision: Precision,
 ) -> int:
     model, dimension = load_facenet(weights, state_dict_path=weights_path, seed=seed)
+    torch_device = resolve_device(device, key="embedding.device")
+    dtype = resolve_precision(precision, torch_device)
     digest = sha256_of(weights_path) if weights_path is not None else weights
-    schema = embeddings_schema(dimension, weights=weights, weights_sha256=digest)
+    schema = embeddings_schema(
+        dimension, weights=weights, weights_sha256=digest, precision=dtype_name(dtype)
+    )
+    logger.info("embedding on %s in %s", torch_device, dtype)
     if weights == "random":
         logger.warning("embedding with RANDOM weights: outputs are marked random_weights=true")
     return write_embeddings(
-        model,
+        InferenceNetwork(model, device=torch_device, dtype=dtype, normalise_output=True),
         preprocessing_for(weights),
         aligned,
         output,
@@ -53,4 +67,6 @@ if __name__ == "__main__":
         batch_size=snakemake.params.batch_size,
         workers=snakemake.params.loader_workers,
         seed=snakemake.params.seed,
+        device=snakemake.params.device,
+        precision=snakemake.params.precision,
     )

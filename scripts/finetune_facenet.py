@@ -18,11 +18,11 @@ from fairfer.finetune import (
     class_indices,
     image_batches,
     labelled_crops,
-    resolve_device,
     save_checkpoint,
     split_for_selection,
     train_multitask,
 )
+from fairfer.inference import resolve_device
 from fairfer.schemas import ATTRIBUTE_CLASSES, FINETUNE_ROLES, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def finetune(
     seed: int,
 ) -> tuple[MultiTaskFaceNet, pd.DataFrame, pd.DataFrame, dict]:
     """Fine-tune on FairFace train; return the model, history, image roles and a report."""
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, key="finetune.device")
     train = labelled_crops(aligned, manifest, splits=["train"], attributes=list(ATTRIBUTE_CLASSES))
     held_out = split_for_selection(train, fraction=settings.holdout_fraction, seed=seed)
     roles = pd.DataFrame(

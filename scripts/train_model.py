@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+from fairfer.inference import resolve_device
 from fairfer.models import ModelSpec, build_network
 from fairfer.schemas import (
     ATTRIBUTES,
@@ -31,7 +32,6 @@ from fairfer.training import (
     Runtime,
     make_deterministic,
     predict_proba,
-    resolve_device,
     seed_everything,
     train,
 )
@@ -155,7 +155,7 @@ def run(
         valid_split = valid_split.concat(splits["second_valid"])
 
     runtime = Runtime(
-        device=resolve_device(runtime_params["device"]),
+        device=resolve_device(runtime_params["device"], key="training.device"),
         mixed_precision=runtime_params["mixed_precision"],
         progress=True,
         description=f"{model}/{strategy}/seed-{seed}",

@@ -205,6 +205,8 @@ def test_alignment_and_embedding_account_for_every_manifest_row(dataset, tmp_pat
             batch_size=3,
             workers=0,
             seed=0,
+            device="cpu",
+            precision="auto",
         )
         embedded.append(pq.read_table(embeddings_path).to_pandas())
         assert done == len(embedded[-1])
@@ -248,6 +250,8 @@ def test_alignment_and_embedding_give_the_same_bytes_twice(dataset, tmp_path):
             batch_size=2,
             workers=0,
             seed=3,
+            device="cpu",
+            precision="auto",
         )
         outputs.append((aligned.read_bytes(), embeddings.read_bytes()))
     assert outputs[0] == outputs[1]

@@ -9,9 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
+from fairfer.inference import has_native_bfloat16
 from fairfer.models import ARCHITECTURES, ModelSpec, build_network
 from fairfer.strategies import DynamicWeighting, Strategy
-from fairfer.training import predict_proba, random_affine, seed_everything, train, warmup_cosine
+from fairfer.training import (
+    Runtime,
+    predict_proba,
+    random_affine,
+    seed_everything,
+    train,
+    warmup_cosine,
+)
 from fairfer.training_data import Encoding, Split, decode_images, model_inputs
 
 ENCODING = Encoding(classes=("a", "b", "c"), attributes={"race": ("White", "Black")})
@@ -143,6 +151,15 @@ def test_random_affine_keeps_shape_and_pixel_range():
     assert not torch.equal(augmented, images.float())
 
 
+def test_mixed_precision_is_bf16_only_where_the_device_computes_it():
+    cpu = torch.device("cpu")
+    native = has_native_bfloat16(cpu)
+    assert Runtime(device=cpu, mixed_precision=True).autocast_dtype == (
+        torch.bfloat16 if native else None
+    )
+    assert Runtime(device=cpu, mixed_precision=False).autocast_dtype is None
+
+
 def test_warmup_then_cosine_schedule():
     factors = [warmup_cosine(s, warmup_steps=2, total_steps=10) for s in range(10)]
     assert factors[:2] == [0.5, 1.0] and factors[2] == pytest.approx(1.0)
@@ -150,11 +167,16 @@ def test_warmup_then_cosine_schedule():
     assert decay[-1] < 0.05 and decay == sorted(decay, reverse=True)
 
 
-def test_training_learns_and_is_deterministic_given_a_seed():
-    (model, history), (second, _) = fit(), fit()
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_training_learns_and_is_deterministic_given_a_seed(mixed_precision):
+    runtime = Runtime(mixed_precision=mixed_precision)
+    (model, history), (second, _) = fit(runtime=runtime), fit(runtime=runtime)
     valid = synthetic_faces(64, 1)
     assert history["valid_accuracy"].max() > 0.8
-    assert np.array_equal(predict_proba(model, valid.inputs), predict_proba(second, valid.inputs))
+    assert np.array_equal(
+        predict_proba(model, valid.inputs, runtime=runtime),
+        predict_proba(second, valid.inputs, runtime=runtime),
+    )
     other, _ = fit(seed=8)
     assert not np.array_equal(
         predict_proba(model, valid.inputs), predict_proba(other, valid.inputs)

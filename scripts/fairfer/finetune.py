@@ -77,15 +77,6 @@ class FineTuneSettings:
         return cls(**{key: config[key] for key in cls.__dataclass_fields__})
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; ``cuda`` without a GPU fails here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("finetune.device is 'cuda' but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def facenet_blocks(facenet: InceptionResnetV1) -> list[nn.Module]:
     """The modules named by :data:`FACENET_BLOCKS`, in forward order (shared, not copied)."""
     stem = nn.Sequential(*(getattr(facenet, name) for name in _STEM))

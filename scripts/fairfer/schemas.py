@@ -118,12 +118,18 @@ ALIGNED = pa.schema(
 
 
 def embeddings_schema(
-    dimension: int, *, weights: str, weights_sha256: str, embedder: str = "frozen"
+    dimension: int,
+    *,
+    weights: str,
+    weights_sha256: str,
+    embedder: str = "frozen",
+    precision: str = "float32",
 ) -> pa.Schema:
     """Schema of an embeddings file; the network used is recorded in its metadata.
 
     ``embedder`` is ``frozen`` (the pretrained ``weights``) or ``finetuned`` (fine-tuned from
-    them; ``weights_sha256`` is then the fine-tuned checkpoint's).
+    them; ``weights_sha256`` is then the fine-tuned checkpoint's). ``precision`` is the
+    arithmetic of the forward pass (``float32`` or ``bfloat16``); the vectors are float32.
     """
     return pa.schema(
         [
@@ -138,6 +144,7 @@ def embeddings_schema(
             "weights_sha256": weights_sha256,
             "random_weights": json.dumps(weights == "random"),
             "embedder": embedder,
+            "precision": precision,
         },
     )
 

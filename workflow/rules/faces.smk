@@ -100,6 +100,8 @@ rule embed_faces:
         weights=config["embedding"]["weights"],
         batch_size=config["embedding"]["batch_size"],
         loader_workers=config["embedding"]["loader_workers"],
+        device=config["embedding"]["device"],
+        precision=config["embedding"]["precision"],
         seed=config["seed"],
     log:
         "logs/embed_faces/{dataset}/shard-{shard}.log",

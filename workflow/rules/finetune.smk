@@ -40,6 +40,8 @@ rule embed_faces_finetuned:
     params:
         batch_size=config["embedding"]["batch_size"],
         loader_workers=config["embedding"]["loader_workers"],
+        device=config["embedding"]["device"],
+        precision=config["embedding"]["precision"],
     log:
         "logs/embed_faces_finetuned/{dataset}/shard-{shard}.log",
     benchmark:
