@@ -14,8 +14,9 @@
 # re-stamps them in the order of the DAG and records their metadata, as if computed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${FAIRFER_VENV:-.venv}
-[ -d "$venv/bin" ] && PATH="$PWD/$venv/bin:$PATH"
+# FAIRFER_VENV: another environment to use, as an absolute path or relative to the checkout.
+venv=$(realpath -m "${FAIRFER_VENV:-.venv}")
+[ -d "$venv/bin" ] && PATH="$venv/bin:$PATH"
 
 dvc pull "$@"
 if ! dvc status --quiet; then
