@@ -114,8 +114,9 @@ def test_a_failing_job_fails_the_workflow(slurm_run, slurm_environment, tmp_path
     # A corrupt intermediate: the job that reads it fails on the cluster.
     (workdir / "results" / "group_labels" / "ferplus.parquet").write_bytes(b"not parquet")
     target = "results/augmented/ferplus/augmentation.parquet"
+    # The target goes before --forcerun, whose list would swallow it (and run `all` instead).
     result = slurm_snakemake(
-        workdir, slurm_environment, "--forcerun", "augment_demographics", target, limit=600
+        workdir, slurm_environment, target, "--forcerun", "augment_demographics", limit=600
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-4000:]
