@@ -15,21 +15,21 @@ from pathlib import Path
 import pandas as pd
 
 
-def value(row: pd.Series) -> str:
+def value(row: dict) -> str:
     if row["n_seeds"] > 1:
         return f"{row['estimate']:.3f} ± {row['estimate_sd']:.3f}"
     return f"{row['estimate']:.3f}"
 
 
-def change(row: pd.Series) -> str:
+def change(row: dict) -> str:
     if row["strategy"] == "baseline":
         return "0"
     text = f"{row['delta']:+.3f} [{row['delta_ci_low']:+.3f}, {row['delta_ci_high']:+.3f}]"
     return f"**{text}**" if row["verdict"] in ("better", "worse") else text
 
 
-def table(comparison: pd.DataFrame, model: str) -> str:
-    rows = comparison[comparison["model"] == model].set_index(["strategy", "attribute", "metric"])
+def table(model_rows: pd.DataFrame) -> str:
+    rows = model_rows.set_index(["strategy", "attribute", "metric"])
     columns = [
         ("test accuracy", "race", "overall_accuracy", value),
         ("Δ accuracy", "race", "overall_accuracy", change),
@@ -44,15 +44,9 @@ def table(comparison: pd.DataFrame, model: str) -> str:
         "| strategy | " + " | ".join(name for name, *_ in columns) + " |",
         "|:--|" + "--:|" * len(columns),
     ]
-    strategies = list(dict.fromkeys(comparison.loc[comparison["model"] == model, "strategy"]))
-    for strategy in strategies:
+    for strategy in dict.fromkeys(model_rows["strategy"]):
         cells = [
-            render(
-                rows.loc[(strategy, attribute, metric)]
-                .to_frame()
-                .T.assign(strategy=strategy)
-                .iloc[0]
-            )
+            render(rows.loc[(strategy, attribute, metric)].to_dict() | {"strategy": strategy})
             for _, attribute, metric, render in columns
         ]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
@@ -64,11 +58,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args()
     comparison = pd.read_parquet(args.results / "fairness" / "comparison.parquet")
-    for model in dict.fromkeys(comparison["model"]):
-        seeds = comparison.loc[comparison["model"] == model, "n_seeds"].max()
+    for model, model_rows in comparison.groupby("model", sort=False):
+        seeds = model_rows["n_seeds"].max()
         print(f"\n{model} ({seeds} seed{'s' if seeds > 1 else ''}); bold: interval excludes 0\n")
-        print(table(comparison, model))
-        others = comparison[(comparison["model"] == model) & (comparison["strategy"] != "baseline")]
+        print(table(model_rows))
+        others = model_rows[model_rows["strategy"] != "baseline"]
         print(
             f"\nverdicts over {len(others)} strategy-vs-baseline rows: "
             f"{others['verdict'].value_counts().to_dict()}; "
