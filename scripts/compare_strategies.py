@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from fairfer.fairness import RUN_KEYS, write_table
+from fairfer.label_correction import label_errors, used_evaluation
 from fairfer.report import HEADLINE_METRICS
 from fairfer.schemas import schema_metadata
 from fairfer.tables import compare_runs, with_interval_text
@@ -24,7 +25,8 @@ def headline_metrics(comparison: pd.DataFrame) -> dict:
     """
     keys = [k for k in RUN_KEYS if k in comparison.columns and k != "seed"]
     metrics: dict = {}
-    rows = comparison[comparison["metric"].isin(HEADLINE_METRICS)]
+    headline = comparison["metric"].str.removesuffix("_corrected").isin(HEADLINE_METRICS)
+    rows = comparison[headline]
     for row in rows.to_dict("records"):
         node = metrics
         for key in keys:
@@ -52,6 +54,8 @@ def compare(
     uncertainty: dict,
     seed: int,
     baseline: str,
+    correction: dict,
+    min_group_size: int,
 ) -> dict[str, pd.DataFrame]:
     predictions = pd.concat(
         [pq.read_table(path).to_pandas() for path in prediction_paths], ignore_index=True
@@ -69,7 +73,26 @@ def compare(
         posteriors=posteriors,
         baseline=baseline,
         label_accuracy=label_accuracies(classifier_report),
+        corrections=label_errors(classifier_report, **correction),
+        min_group_size=min_group_size,
     )
+
+
+def label_metrics(classifier_report: dict) -> dict:
+    """The inferred labels' accuracy where used (``in_domain``) and on clean FairFace val,
+    per attribute: ``{"attributes": {"race": {"in_domain": {"accuracy": ...}, ...}}}``."""
+    figures = ("accuracy", "balanced_accuracy", "expected_calibration_error")
+    attributes = {}
+    for attribute, result in classifier_report.get("attributes", {}).items():
+        attributes[attribute] = {
+            name: {key: round(float(result[name][key]), 6) for key in figures}
+            for name in ("in_domain", "clean")
+            if result.get(name)
+        }
+        attributes[attribute]["used"] = {
+            key: round(float(used_evaluation(result)[key]), 6) for key in figures
+        }
+    return {"fit_on": classifier_report.get("fit_on"), "attributes": attributes}
 
 
 if __name__ == "__main__":
@@ -84,10 +107,15 @@ if __name__ == "__main__":
         uncertainty=snakemake.params.uncertainty,
         seed=snakemake.params.seed,
         baseline=snakemake.params.baseline,
+        correction=snakemake.params.correction,
+        min_group_size=snakemake.params.min_group_size,
     )
     for name, output in (("over_seeds", "table"), ("by_seed", "by_seed")):
         stem = Path(snakemake.output[output][0]).with_suffix("")
         write_table(result[name], stem, markdown=with_interval_text(result[name]))
-    Path(snakemake.output.metrics).write_text(
-        json.dumps(headline_metrics(result["over_seeds"]), indent=2) + "\n"
+    metrics = headline_metrics(result["over_seeds"])
+    # Beside the models: no model is named group_labels (config check in common.smk).
+    metrics["group_labels"] = label_metrics(
+        json.loads(Path(snakemake.input.classifier_report).read_text())
     )
+    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -41,18 +41,20 @@ def first_seed(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_quality(classifier_report: dict, summary: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy, balanced accuracy and calibration error of the inferred attributes in use."""
+    """Accuracy, balanced accuracy and calibration error of the inferred attributes in use,
+    in the emotion dataset's domain (rendered FairFace val) and on clean FairFace val."""
     inferred = set(summary.loc[summary["label_source"] != "ground_truth", "attribute"])
-    rows = [
-        {
-            "attribute": attribute,
-            "accuracy": result.get("accuracy"),
-            "balanced_accuracy": result.get("balanced_accuracy"),
-            "expected_calibration_error": result.get("expected_calibration_error"),
-        }
-        for attribute, result in classifier_report.get("attributes", {}).items()
-        if attribute in inferred
-    ]
+    rows = []
+    for attribute, result in classifier_report.get("attributes", {}).items():
+        if attribute not in inferred:
+            continue
+        row = {"attribute": attribute}
+        for name, label in (("in_domain", "in-domain"), ("clean", "clean")):
+            evaluation = result.get(name) or {}
+            row[f"{label} accuracy"] = evaluation.get("accuracy")
+            row[f"{label} balanced accuracy"] = evaluation.get("balanced_accuracy")
+            row[f"{label} ECE"] = evaluation.get("expected_calibration_error")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from fairfer.fairness import write_table
+from fairfer.label_correction import label_errors
 from fairfer.schemas import schema_metadata
 from fairfer.tables import fairness_tables, with_interval_text
 from fairfer.uncertainty import interval_inputs, label_accuracies
@@ -24,6 +25,7 @@ def tables(
     min_group_size: int,
     uncertainty: dict,
     seed: int,
+    correction: dict,
 ) -> dict[str, pd.DataFrame]:
     predictions = pq.read_table(predictions_path).to_pandas()
     classes = json.loads(schema_metadata(predictions_path)["classes"])
@@ -38,6 +40,7 @@ def tables(
         posteriors=posteriors,
         label_accuracy=label_accuracies(classifier_report),
         min_group_size=min_group_size,
+        corrections=label_errors(classifier_report, **correction),
     )
 
 
@@ -53,6 +56,7 @@ if __name__ == "__main__":
         min_group_size=snakemake.params.min_group_size,
         uncertainty=snakemake.params.uncertainty,
         seed=snakemake.params.seed,
+        correction=snakemake.params.correction,
     )
     for name, table in result.items():
         stem = Path(snakemake.output[name][0]).with_suffix("")

@@ -46,6 +46,10 @@ def read_embeddings(shards: list[Path]) -> tuple[pd.DataFrame, np.ndarray, dict]
     return ids, matrix, schema_metadata(shards[0])
 
 
+#: Where each evaluation of the classifiers is made, as ``evaluated_on`` in the per-class CSV.
+EVALUATED_ON = {"clean": "fairface_valid", "in_domain": "fairface_valid_rendered"}
+
+
 def evaluate_external(
     classifiers: Mapping[str, AttributeClassifier],
     references: Mapping[str, tuple[Sequence[Path], Path]],
@@ -98,6 +102,50 @@ def evaluate_external(
     return report, tables
 
 
+def labelled_embeddings(
+    shards: Sequence[Path], manifest: Path
+) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Embeddings of a labelled reference with its race, gender and age from ``manifest``."""
+    ids, x, metadata = read_embeddings(list(shards))
+    labels = pq.read_table(manifest, columns=["image_id", *ATTRIBUTE_CLASSES]).to_pandas()
+    return ids.merge(labels, on="image_id", how="left", validate="one_to_one"), x, metadata
+
+
+def fit_rows(
+    reference: pd.DataFrame,
+    domain: pd.DataFrame | None,
+    *,
+    fit_on: str,
+    fit_subset: Path | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Which clean and which rendered FairFace rows the classifiers are fitted on."""
+    if fit_on != "clean" and domain is None:
+        raise ValueError(
+            f"race_matching.fit_on is {fit_on!r} but no rendered FairFace was given "
+            "(render_fairface_domain)"
+        )
+    clean = (reference["split"] == "train").to_numpy() & (fit_on in ("clean", "both"))
+    rendered = None
+    if domain is not None:
+        rendered = (domain["split"] == "train").to_numpy() & (fit_on in ("domain", "both"))
+    if fit_subset is not None:
+        # Fine-tuned embeddings: FaceNet was trained on the other train images, whose
+        # embeddings would make the classifiers (and their calibration) overconfident.
+        roles = pq.read_table(fit_subset).to_pandas()
+        unseen = roles.loc[roles["role"] == "selection", "image_id"]
+        clean &= reference["image_id"].isin(unseen).to_numpy()
+        if rendered is not None:
+            rendered &= domain["image_id"].isin(unseen).to_numpy()
+    return clean, rendered
+
+
+FIT_ON_TEXT = {
+    "clean": "FairFace train",
+    "domain": "FairFace train rendered like the emotion dataset",
+    "both": "FairFace train, clean and rendered like the emotion dataset",
+}
+
+
 def match(
     reference_shards: list[Path],
     reference_manifest: Path,
@@ -108,45 +156,73 @@ def match(
     seed: int,
     external_references: Mapping[str, tuple[Sequence[Path], Path]] | None = None,
     fit_subset: Path | None = None,
+    domain: tuple[Sequence[Path], Path] | None = None,
+    domain_render: dict | None = None,
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    reference_ids, reference_x, metadata = read_embeddings(reference_shards)
-    labels = pq.read_table(reference_manifest, columns=["image_id", *ATTRIBUTE_CLASSES]).to_pandas()
-    reference = reference_ids.merge(labels, on="image_id", how="left", validate="one_to_one")
-    train = (reference["split"] == "train").to_numpy()
+    """Fit, evaluate (clean FairFace val and, with ``domain``, rendered FairFace val) and label.
+
+    ``domain`` is the rendered FairFace (embedding shards and manifest) that
+    ``render_fairface_domain`` made to look like the emotion dataset's images. Its val split is
+    where the classifiers are measured for the tables (``in_domain``); clean val stays beside it
+    (``clean``). ``matching["fit_on"]`` picks the training images (clean, domain or both).
+    """
+    fit_on = matching.get("fit_on", "clean")
+    reference, reference_x, metadata = labelled_embeddings(reference_shards, reference_manifest)
+    rendered, rendered_x = (None, None)
+    if domain is not None:
+        rendered, rendered_x, _ = labelled_embeddings(*domain)
+    train, rendered_train = fit_rows(reference, rendered, fit_on=fit_on, fit_subset=fit_subset)
     held_out = (reference["split"] == "valid").to_numpy()
-    if fit_subset is not None:
-        # Fine-tuned embeddings: FaceNet was trained on the other train images, whose
-        # embeddings would make the classifiers (and their calibration) overconfident.
-        roles = pq.read_table(fit_subset).to_pandas()
-        unseen = roles.loc[roles["role"] == "selection", "image_id"]
-        train &= reference["image_id"].isin(unseen).to_numpy()
+    train_x = reference_x[train]
+    train_rows = reference.loc[train]
+    if rendered_train is not None and rendered_train.any():
+        train_x = np.concatenate([train_x, rendered_x[rendered_train]])
+        train_rows = pd.concat([train_rows, rendered.loc[rendered_train]], ignore_index=True)
+    evaluations = {"clean": (reference_x[held_out], reference.loc[held_out])}
+    if rendered is not None:
+        in_domain = (rendered["split"] == "valid").to_numpy()
+        evaluations["in_domain"] = (rendered_x[in_domain], rendered.loc[in_domain])
 
     target_ids, target_x, _ = read_embeddings(target_shards)
+    has_subjects = "subject_id" in pq.read_schema(target_manifest).names
     manifest_ids = pq.read_table(
-        target_manifest, columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES]
+        target_manifest,
+        columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES]
+        + (["subject_id"] if has_subjects else []),
     ).to_pandas()
+    if not has_subjects:
+        manifest_ids["subject_id"] = None
+    subjects = target_ids[["image_id"]].merge(
+        manifest_ids[["image_id", "subject_id"]], on="image_id", how="left"
+    )["subject_id"]
 
     report: dict = {
         "embedding_weights": metadata.get("weights"),
         "random_weights": metadata.get("random_weights") == "true",
         "embedder": metadata.get("embedder", "frozen"),
         "embedding_weights_sha256": metadata.get("weights_sha256"),
-        "classifiers_fit_on": (
-            "FairFace train images held out from fine-tuning"
-            if fit_subset is not None
-            else "FairFace train"
-        ),
-        "n_train": int(train.sum()),
-        "n_evaluated": int(held_out.sum()),
+        "classifiers_fit_on": FIT_ON_TEXT[fit_on]
+        + (" (images held out from fine-tuning)" if fit_subset is not None else ""),
+        "fit_on": fit_on,
+        "n_train": len(train_rows),
+        "domain_render": domain_render,
+        "evaluations": {
+            name: {
+                "evaluated_on": EVALUATED_ON[name],
+                "n_evaluated": len(rows),
+            }
+            for name, (_, rows) in evaluations.items()
+        },
         "attributes": {},
     }
     per_class_tables = []
     classifiers = {}
     predicted = [target_ids[["image_id"]]]
+    pooling = {}
     for attribute, classes in ATTRIBUTE_CLASSES.items():
         classifier = fit_attribute_classifier(
-            reference_x[train],
-            reference.loc[train, attribute].tolist(),
+            train_x,
+            train_rows[attribute].tolist(),
             attribute=attribute,
             classes=classes,
             regularization_grid=matching["regularization_grid"],
@@ -154,24 +230,48 @@ def match(
             calibration=matching["calibration"],
             seed=seed,
         )
-        summary, per_class = evaluate(
-            classifier, reference_x[held_out], reference.loc[held_out, attribute].tolist()
-        )
-        logger.info(
-            "%s on FairFace valid: accuracy %.4f, ECE %.4f",
-            attribute,
-            summary["accuracy"],
-            summary["expected_calibration_error"],
-        )
-        report["attributes"][attribute] = summary
-        per_class_tables.append(per_class.assign(evaluated_on="fairface_valid"))
+        entry: dict = {
+            "classes": list(classes),
+            "cv_accuracy": classifier.cv_accuracy,
+            "regularization": classifier.regularization,
+            "temperature": classifier.temperature,
+        }
+        for name, (x, rows) in evaluations.items():
+            summary, per_class = evaluate(classifier, x, rows[attribute].tolist())
+            logger.info(
+                "%s on %s: accuracy %.4f, balanced %.4f, ECE %.4f",
+                attribute,
+                EVALUATED_ON[name],
+                summary["accuracy"],
+                summary["balanced_accuracy"],
+                summary["expected_calibration_error"],
+            )
+            entry[name] = {
+                key: summary[key]
+                for key in (
+                    "n_evaluated",
+                    "accuracy",
+                    "balanced_accuracy",
+                    "expected_calibration_error",
+                    "uncalibrated_expected_calibration_error",
+                    "confusion_matrix",
+                )
+            }
+            entry[name]["per_class_accuracy"] = dict(
+                zip(per_class["class"], per_class["accuracy"].astype(float), strict=True)
+            )
+            per_class_tables.append(per_class.assign(evaluated_on=EVALUATED_ON[name]))
+        report["attributes"][attribute] = entry
         classifiers[attribute] = classifier
-        predicted.append(
-            label_targets(classifier, target_x, abstain_below=matching["abstain_below"])
+        labelled, pooling[attribute] = label_targets(
+            classifier, target_x, abstain_below=matching["abstain_below"], subjects=subjects
         )
+        predicted.append(labelled)
+    if pooling and any(p["n_subjects"] for p in pooling.values()):
+        report["subject_pooling"] = pooling
     if external_references:
         report["external_evaluation"], external_tables = evaluate_external(
-            classifiers, external_references, reference_x[held_out], reference.loc[held_out]
+            classifiers, external_references, *evaluations["clean"]
         )
         per_class_tables += external_tables
     inferred = pd.concat(predicted, axis=1)
@@ -216,6 +316,11 @@ if __name__ == "__main__":
             for dataset in snakemake.params.external_references
         },
         fit_subset=Path(snakemake.input.fit_subset) if snakemake.input.get("fit_subset") else None,
+        domain=(
+            [Path(p) for p in snakemake.input.domain],
+            Path(snakemake.input.domain_manifest),
+        ),
+        domain_render=snakemake.params.domain_render,
     )
     write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")

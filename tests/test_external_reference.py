@@ -153,7 +153,8 @@ def test_match_reports_utkface_alongside_fairface_valid(tmp_path):
     assert race["accuracy"] > 0.8 and np.asarray(race["confusion_matrix"]).shape == (5, 5)
     # Five merged classes are easier than FairFace's seven: the same-taxonomy figure is given.
     assert (
-        race["fairface_valid_same_taxonomy"]["accuracy"] >= report["attributes"]["race"]["accuracy"]
+        race["fairface_valid_same_taxonomy"]["accuracy"]
+        >= report["attributes"]["race"]["clean"]["accuracy"]
     )
     assert evaluation["attributes"]["gender"]["n_unlabelled"] == 10
     assert evaluation["attributes"]["age"]["taxonomy"]["classes"] == list(ATTRIBUTE_CLASSES["age"])
@@ -183,3 +184,62 @@ def test_match_without_external_references_is_unchanged(tmp_path):
     assert set(per_class["evaluated_on"]) == {"fairface_valid"}
     assert report["ground_truth_attributes"] == ["gender", "age"]
     assert set(labels["race_source"]) == {"inferred"}
+
+
+def test_match_measures_in_domain_and_fits_on_the_rendered_copy(tmp_path):
+    """The rendered FairFace copy: evaluated in domain beside clean val, and fit_on honoured."""
+    rng = np.random.default_rng(3)
+    centres = {a: rng.normal(scale=3, size=(len(c), 8)) for a, c in ATTRIBUTE_CLASSES.items()}
+    fairface, fairface_x = _people(rng, 600, centres)
+    splits = ["train"] * 450 + ["valid"] * 150
+    reference = _write(tmp_path, "fairface", fairface, fairface_x, splits)
+    # The same people, degraded: noisier embeddings, as low-resolution grayscale faces give.
+    degraded_x = fairface_x + rng.normal(scale=2.0, size=fairface_x.shape).astype(np.float32)
+    domain_dir = tmp_path / "domain"
+    domain = _write(domain_dir, "fairface", fairface, degraded_x, splits)
+    target, target_x = _people(rng, 30, centres)
+    target = target.assign(race=None, gender=None, age=None)
+    emotion = _write(tmp_path, "ferplus", target, target_x, ["test"] * 30)
+    matching = {
+        "regularization_grid": [1.0],
+        "cv_folds": 2,
+        "calibration": "temperature",
+        "abstain_below": 0.5,
+    }
+    reports = {}
+    for fit_on in ("clean", "domain", "both"):
+        _, reports[fit_on], per_class = match(
+            *reference,
+            *emotion,
+            matching={**matching, "fit_on": fit_on},
+            seed=0,
+            domain=domain,
+            domain_render={"size": 48, "grayscale": True, "crop_fraction": 0.7},
+        )
+    race = reports["clean"]["attributes"]["race"]
+    assert race["in_domain"]["accuracy"] < race["clean"]["accuracy"]
+    assert np.asarray(race["in_domain"]["confusion_matrix"]).sum() == 150
+    assert reports["clean"]["n_train"] == 450 and reports["both"]["n_train"] == 900
+    assert reports["domain"]["fit_on"] == "domain"
+    assert set(per_class["evaluated_on"]) == {"fairface_valid", "fairface_valid_rendered"}
+    from fairfer.uncertainty import label_accuracies
+
+    assert label_accuracies(reports["clean"])["race"] == race["in_domain"]["accuracy"]
+    json.dumps(reports["both"])
+
+
+def test_fit_on_domain_without_a_rendered_copy_is_an_error(tmp_path):
+    rng = np.random.default_rng(4)
+    centres = {a: rng.normal(scale=3, size=(len(c), 8)) for a, c in ATTRIBUTE_CLASSES.items()}
+    fairface, fairface_x = _people(rng, 100, centres)
+    reference = _write(tmp_path, "fairface", fairface, fairface_x, ["train"] * 80 + ["valid"] * 20)
+    emotion = _write(tmp_path, "ferplus", fairface.iloc[:5], fairface_x[:5], ["test"] * 5)
+    matching = {
+        "regularization_grid": [1.0],
+        "cv_folds": 2,
+        "calibration": "none",
+        "abstain_below": 0.5,
+        "fit_on": "domain",
+    }
+    with pytest.raises(ValueError, match="fit_on"):
+        match(*reference, *emotion, matching=matching, seed=0)

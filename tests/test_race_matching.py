@@ -108,7 +108,7 @@ def test_labels_abstain_below_threshold_and_composition_counts_them():
         calibration="temperature",
         seed=0,
     )
-    labels = label_targets(classifier, x, abstain_below=0.9)
+    labels, _ = label_targets(classifier, x, abstain_below=0.9)
     assert set(labels["race_source"]) == {"inferred"}
     assert (labels["race_abstained"] == (labels["race_confidence"] < 0.9)).all()
     labels["split"] = "train"
@@ -147,3 +147,33 @@ def test_ground_truth_replaces_inference_only_for_annotated_attributes():
     assert not labels["race_abstained"].any()
     assert labels.loc["a", "gender"] == "Male"
     assert set(labels["gender_source"]) == {"inferred"}
+
+
+def test_pooling_gives_each_subject_one_label_and_counts_disagreement():
+    from fairfer.race_matching import pool_by_subject
+
+    probabilities = np.array(
+        [
+            [0.6, 0.4],  # subject a: two images for class 0, one against
+            [0.7, 0.3],
+            [0.45, 0.55],
+            [0.2, 0.8],  # subject b: one image
+            [0.5, 0.5],  # no subject: unchanged
+        ]
+    )
+    pooled, stats = pool_by_subject(probabilities, ["a", "a", "a", "b", None])
+    expected = np.array([0.6 * 0.7 * 0.45, 0.4 * 0.3 * 0.55])
+    assert pooled[0] == pytest.approx(expected / expected.sum())
+    assert (pooled[0] == pooled[1]).all() and (pooled[1] == pooled[2]).all()
+    assert pooled[3] == pytest.approx(probabilities[3]) and (pooled[4] == probabilities[4]).all()
+    assert stats["n_subjects"] == 2 and stats["n_multi_image_subjects"] == 1
+    assert stats["subjects_with_disagreement"] == 1 and stats["disagreement_share"] == 1.0
+    assert stats["images_changed_share"] == pytest.approx(1 / 4)
+
+
+def test_pooling_without_subjects_changes_nothing():
+    from fairfer.race_matching import pool_by_subject
+
+    probabilities = np.array([[0.6, 0.4], [0.1, 0.9]])
+    pooled, stats = pool_by_subject(probabilities, [None, None])
+    assert (pooled == probabilities).all() and stats["n_subjects"] == 0

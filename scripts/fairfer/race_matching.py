@@ -167,14 +167,95 @@ def evaluate(
     return summary, per_class
 
 
+def pool_by_subject(
+    probabilities: np.ndarray, subjects: Sequence[object] | pd.Series
+) -> tuple[np.ndarray, dict]:
+    """One posterior per person: the normalised product of the posteriors of their images.
+
+    Images of the same subject share their true race, gender and (within a dataset's time
+    span) age, so the evidence of every image is combined: the sum of log-posteriors, i.e. the
+    product of independent likelihoods under a flat prior. Images without a subject id keep
+    their own posterior.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        Per-image posteriors (n_images, n_classes).
+    subjects : sequence
+        Subject id of each image; null where unknown.
+
+    Returns
+    -------
+    pooled : numpy.ndarray
+        Posteriors (n_images, n_classes), the subject's pooled posterior on each of its images.
+    stats : dict
+        ``n_subjects`` with an id, ``n_multi_image_subjects`` (two or more images),
+        ``subjects_with_disagreement`` and its share among multi-image subjects (per-image most
+        likely labels not all equal), and ``images_changed_share`` (images whose label the
+        pooling changed).
+    """
+    subjects = pd.Series(subjects, dtype=object).reset_index(drop=True)
+    known = subjects.notna().to_numpy()
+    pooled = probabilities.astype(np.float64, copy=True)
+    stats = {
+        "n_subjects": 0,
+        "n_multi_image_subjects": 0,
+        "subjects_with_disagreement": 0,
+        "disagreement_share": None,
+        "images_changed_share": 0.0,
+    }
+    if not known.any():
+        return pooled, stats
+    codes, names = pd.factorize(subjects[known])
+    log_posterior = np.log(np.clip(probabilities[known], 1e-12, None))
+    summed = np.zeros((len(names), probabilities.shape[1]))
+    np.add.at(summed, codes, log_posterior)
+    pooled[known] = softmax(summed, axis=1)[codes]
+    per_image = probabilities[known].argmax(axis=1)
+    images = np.bincount(codes, minlength=len(names))
+    distinct = (
+        pd.DataFrame({"subject": codes, "label": per_image}).groupby("subject")["label"].nunique()
+    )
+    multi = images >= 2
+    disagreeing = int(((distinct.to_numpy() > 1) & multi).sum())
+    stats.update(
+        n_subjects=len(names),
+        n_multi_image_subjects=int(multi.sum()),
+        subjects_with_disagreement=disagreeing,
+        disagreement_share=float(disagreeing / multi.sum()) if multi.any() else None,
+        images_changed_share=float((pooled[known].argmax(axis=1) != per_image).mean()),
+    )
+    return pooled, stats
+
+
 def label_targets(
-    classifier: AttributeClassifier, embeddings: np.ndarray, *, abstain_below: float
-) -> pd.DataFrame:
-    """Predicted label, confidence, full posterior and abstain flag for each target image."""
+    classifier: AttributeClassifier,
+    embeddings: np.ndarray,
+    *,
+    abstain_below: float,
+    subjects: Sequence[object] | pd.Series | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Predicted label, confidence, full posterior and abstain flag for each target image.
+
+    With ``subjects``, images of one person get one label (:func:`pool_by_subject`); the
+    returned dict holds the pooling statistics (empty counts without subject ids).
+    """
     probabilities = classifier.predict_proba(embeddings)
+    stats: dict = {"n_subjects": 0}
+    if subjects is not None:
+        probabilities, stats = pool_by_subject(probabilities, subjects)
+        if stats["n_subjects"]:
+            logger.info(
+                "%s: pooled over %d subjects; per-image labels disagreed within %s of the %d "
+                "subjects with several images",
+                classifier.attribute,
+                stats["n_subjects"],
+                stats["disagreement_share"],
+                stats["n_multi_image_subjects"],
+            )
     confidence = probabilities.max(axis=1)
     name = classifier.attribute
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             name: np.asarray(classifier.classes)[probabilities.argmax(axis=1)],
             f"{name}_source": "inferred",
@@ -183,6 +264,7 @@ def label_targets(
             f"{name}_abstained": confidence < abstain_below,
         }
     )
+    return frame, stats
 
 
 def composition(labels: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:

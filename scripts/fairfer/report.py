@@ -424,9 +424,10 @@ def _composition_section(inputs: ReportInputs) -> str:
             for r in quality.to_dict("records")
         ]
         parts.append(
-            "<p class='note'>Accuracy of the inferred demographic labels on the classifier's "
-            "held-out validation set (FairFace val): every table built on an inferred "
-            "attribute inherits this noise.</p>"
+            "<p class='note'>Accuracy of the inferred demographic labels where they are used "
+            "(in-domain: FairFace val rendered like this dataset's images and put through the "
+            "same alignment and embedding) and, for reference, on clean FairFace val: every "
+            "table built on an inferred attribute inherits the in-domain noise.</p>"
             + _table([c.replace("_", " ") for c in quality.columns], rows)
         )
     return "".join(parts)

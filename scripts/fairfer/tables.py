@@ -34,7 +34,17 @@ from fairfer.fairness import (
     label_note,
     label_sources,
 )
-from fairfer.uncertainty import percentile_interval, point_figures, replicate_figures
+from fairfer.label_correction import LabelErrors
+from fairfer.uncertainty import (
+    CORRECTED_METRICS,
+    applicable_corrections,
+    corrected_figures,
+    correction_status,
+    percentile_interval,
+    point_confusion,
+    point_figures,
+    replicate_figures,
+)
 
 #: Interval column suffixes of each replicate method.
 INTERVAL_SUFFIXES: dict[str, str] = {"bootstrap": "ci", "multiple_imputation": "mi"}
@@ -71,6 +81,7 @@ def fairness_tables(
     posteriors: Mapping[str, pd.DataFrame] | None = None,
     label_accuracy: Mapping[str, float] | None = None,
     min_group_size: int = 30,
+    corrections: Mapping[str, LabelErrors] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Per-group, per-class and summary fairness tables of every run, with intervals.
 
@@ -97,6 +108,15 @@ def fairness_tables(
         Measured accuracy of each inferred attribute's labels (FairFace validation).
     min_group_size : int, default 30
         Groups with fewer test images are flagged ``small_group`` (never dropped).
+    corrections : mapping of str to LabelErrors, optional
+        Per attribute column, the in-domain confusion matrix of its inferred labels
+        (:func:`fairfer.label_correction.label_errors`). Each inferred single attribute then
+        also gets its figures corrected for group misclassification (matrix method,
+        :mod:`fairfer.label_correction`): ``count_corrected`` and ``accuracy_corrected`` per
+        group, ``tpr_corrected`` per group and class, and the corrected worst and best group
+        accuracy and gap in the summary, each with a ``_ci`` interval that resamples the test
+        images and the validation images behind the confusion matrix; ``correction`` says
+        whether (and why not) an attribute was corrected.
 
     Returns
     -------
@@ -112,8 +132,17 @@ def fairness_tables(
     runs, codings = prepare(
         predictions, attributes=attributes, classes=classes, posteriors=posteriors
     )
+    applicable = applicable_corrections(codings, corrections, runs)
     replicates = (
-        replicate_figures(runs, codings, draws=draws, seed=seed, posteriors=posteriors)
+        replicate_figures(
+            runs,
+            codings,
+            draws=draws,
+            seed=seed,
+            posteriors=posteriors,
+            corrections=applicable,
+            min_group_size=min_group_size,
+        )
         if draws
         else {}
     )
@@ -129,7 +158,11 @@ def fairness_tables(
             for method, by_attribute in replicates.items()
             if method == "bootstrap" or imputed.intersection(groups.columns)
         }
-        context = _Context(runs, groups, point, by_method, level, min_group_size)
+        corrected = _corrected(runs, groups, applicable, replicates, min_group_size)
+        context = _Context(runs, groups, point, by_method, level, min_group_size, corrected)
+        status = correction_status(groups, corrections, runs)
+        if corrected is not None and corrected[0]["diagnostics"]["ill_conditioned"].all():
+            status = _ill_conditioned_status(applicable[groups.attribute])
         labels = {
             "label_source": label_sources(runs.images, groups.columns),
             "label_note": label_note(runs.images, groups.columns, label_accuracy or {}),
@@ -142,6 +175,7 @@ def fairness_tables(
         ):
             table = build().assign(**labels, _attribute=position)
             if name == "summary":
+                table["correction"] = status
                 accuracy = (label_accuracy or {}).get(groups.columns[0])
                 inferred = len(groups.columns) == 1 and labels["label_source"] == "inferred"
                 table["inferred_label_accuracy"] = accuracy if inferred and accuracy else np.nan
@@ -161,6 +195,8 @@ def compare_runs(
     baseline: str = "baseline",
     metrics: Sequence[str] = SUMMARY_METRICS,
     label_accuracy: Mapping[str, float] | None = None,
+    corrections: Mapping[str, LabelErrors] | None = None,
+    min_group_size: int = 30,
 ) -> dict[str, pd.DataFrame]:
     """Every strategy against the baseline on the same test images: paired bootstrap.
 
@@ -182,6 +218,12 @@ def compare_runs(
         Summary figures to compare.
     label_accuracy : mapping of str to float, optional
         Measured accuracy of each inferred attribute's labels, for ``label_note``.
+    corrections : mapping of str to LabelErrors, optional
+        As for :func:`fairness_tables`: inferred single attributes also get the corrected
+        summary figures (metrics ``<figure>_corrected``) with paired intervals that resample
+        the confusion matrix in the same draws for every run.
+    min_group_size : int, default 30
+        Groups estimated smaller are left out of the corrected worst and best group.
 
     Returns
     -------
@@ -220,7 +262,16 @@ def compare_runs(
             f"(strategies: {list(pd.unique(keys['strategy']))}); train it or pass baseline="
         )
     partner = np.array([baseline_of[setup] for setup in setups])
-    replicates = replicate_figures(runs, codings, draws=draws, seed=seed, posteriors=posteriors)
+    applicable = applicable_corrections(codings, corrections, runs)
+    replicates = replicate_figures(
+        runs,
+        codings,
+        draws=draws,
+        seed=seed,
+        posteriors=posteriors,
+        corrections=applicable,
+        min_group_size=min_group_size,
+    )
     imputed = set(posteriors or {})
     seedless = [k for k in keys.columns if k != "seed"]
     cohorts = keys.groupby(seedless, sort=False).indices
@@ -232,9 +283,22 @@ def compare_runs(
             for method, figures_ in replicates.items()
             if method == "bootstrap" or imputed.intersection(groups.columns)
         }
-        for metric in metrics:
-            estimate = point[metric]
-            reps = {method: values[metric] for method, values in draws_by_method.items()}
+        candidates = [(metric, point[metric], draws_by_method, metric) for metric in metrics]
+        corrected = _corrected(runs, groups, applicable, replicates, min_group_size)
+        if corrected is not None:
+            corrected_point, corrected_draws = corrected
+            candidates += [
+                (
+                    metric,
+                    corrected_point["summary"][metric],
+                    {"bootstrap": corrected_draws["summary"]} if corrected_draws else {},
+                    f"{metric}_corrected",
+                )
+                for metric in CORRECTED_METRICS["summary"]
+                if metric in metrics
+            ]
+        for source, estimate, by_method_values, metric in candidates:
+            reps = {method: values[source] for method, values in by_method_values.items()}
             common = {
                 "attribute": groups.attribute,
                 "metric": metric,
@@ -258,7 +322,8 @@ def compare_runs(
     result = {}
     for name, parts in (("over_seeds", over_seeds), ("by_seed", by_seed)):
         table = pd.concat(parts, ignore_index=True)
-        table["better_when"] = np.where(table["metric"].isin(HIGHER_IS_BETTER), "higher", "lower")
+        higher = table["metric"].str.removesuffix("_corrected").isin(HIGHER_IS_BETTER)
+        table["better_when"] = np.where(higher, "higher", "lower")
         is_baseline = table["strategy"] == baseline
         for suffix, column in (("ci", "verdict"), ("mi", "verdict_mi")):
             table[column] = _verdicts(table, suffix)
@@ -375,9 +440,11 @@ class _Context:
         replicates: Mapping[str, dict[str, dict[str, np.ndarray]]],
         level: float,
         min_group_size: int,
+        corrected: tuple[dict, dict | None] | None = None,
     ) -> None:
         self.runs, self.groups, self.point = runs, groups, point
         self.replicates, self.level, self.min_group_size = replicates, level, min_group_size
+        self.corrected = corrected
 
     def group_table(self) -> pd.DataFrame:
         groups = self.groups
@@ -398,6 +465,7 @@ class _Context:
         table["share"] = (counts / counts.sum(axis=-1, keepdims=True)).reshape(-1)
         table["small_group"] = table["known"] & (table["count"] < self.min_group_size)
         table = self._with_metrics(table, "group", GROUP_METRICS)
+        table = self._with_corrected(table, "group")
         return table[table["known"] | (table["count"] > 0)]
 
     def group_class_table(self) -> pd.DataFrame:
@@ -405,7 +473,8 @@ class _Context:
         counts = self.point["group"]["count"][..., :-1]
         table["small_group"] = np.repeat(counts < self.min_group_size, len(self.runs.classes))
         table["n_true"] = self.point["group_class"]["n_true"].reshape(-1).astype(np.int64)
-        return self._with_metrics(table, "group_class", GROUP_CLASS_METRICS)
+        table = self._with_metrics(table, "group_class", GROUP_CLASS_METRICS)
+        return self._with_corrected(table, "group_class")
 
     def class_table(self) -> pd.DataFrame:
         table = self._grid([("class", self.runs.classes)])
@@ -453,7 +522,41 @@ class _Context:
         table["eo_worst_class"] = np.where(
             np.isnan(eo).all(axis=-1), None, np.asarray(self.runs.classes)[defined.argmax(axis=-1)]
         )
+        table = self._with_corrected(table, "summary")
+        worst, classes = None, None
+        if self.corrected is not None:
+            worst = self.corrected[0]["summary"]["worst_group_index"]
+            classes = np.asarray(self.corrected[0]["classes"], dtype=object)
+        table["worst_group_corrected"] = (
+            [None] * len(table)
+            if worst is None
+            else [classes[i] if i >= 0 else None for i in worst.reshape(-1)]
+        )
+        clipped = (
+            self.corrected[0]["diagnostics"]["clipped_share"].reshape(-1)
+            if self.corrected is not None
+            else np.nan
+        )
+        table["correction_clipped_share"] = clipped
         return table
+
+    def _with_corrected(self, table: pd.DataFrame, level: str) -> pd.DataFrame:
+        """Corrected figures of ``level`` (NaN where the attribute is not corrected)."""
+        columns = {}
+        for metric in CORRECTED_METRICS[level]:
+            name = f"{metric}_corrected"
+            estimate = low = high = np.full(len(table), np.nan)
+            if self.corrected is not None:
+                point, draws = self.corrected
+                estimate = point[level][metric].reshape(-1)
+                if draws is not None and metric != "count":
+                    low, high = percentile_interval(draws[level][metric], self.level)
+                    low = np.where(np.isnan(estimate), np.nan, low.reshape(-1))
+                    high = np.where(np.isnan(estimate), np.nan, high.reshape(-1))
+            columns[name] = estimate
+            if metric != "count":
+                columns[f"{name}_ci_low"], columns[f"{name}_ci_high"] = low, high
+        return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
 
     def _grid(self, axes: Sequence[tuple[str, Sequence[str]]]) -> pd.DataFrame:
         """Rows in the C order of arrays shaped (n_runs, *axes), run keys first."""
@@ -502,6 +605,42 @@ class _Context:
         if no_negatives:
             reasons.append(f"only {label!r} images in group(s) {no_negatives}")
         return "; ".join(reasons) or None
+
+
+def _ill_conditioned_status(errors: LabelErrors) -> str:
+    """Why a correction that was attempted gave no figures."""
+    sizes = errors.confusion.sum(axis=1)
+    empty = [name for name, size in zip(errors.classes, sizes, strict=True) if size == 0]
+    if empty:
+        return f"not corrected: the in-domain validation set has no image of true group(s) {empty}"
+    condition = np.linalg.cond(errors.misclassification().T)
+    return (
+        f"not corrected: ill-conditioned (condition number {condition:.3g}, at most "
+        f"{errors.max_condition:g} allowed, or over {errors.max_clipped_share:.0%} of the "
+        "corrected counts negative)"
+    )
+
+
+def _corrected(
+    runs: Runs,
+    groups: Groups,
+    applicable: Mapping[str, LabelErrors],
+    replicates: Mapping[str, Mapping[str, dict]],
+    min_group_size: int,
+) -> tuple[dict, dict | None] | None:
+    """Point and replicate corrected figures of one attribute, or None if not corrected."""
+    errors = applicable.get(groups.attribute)
+    if errors is None:
+        return None
+    point = corrected_figures(
+        point_confusion(runs, groups),
+        groups,
+        errors,
+        errors.misclassification(),
+        min_group_size=min_group_size,
+    )
+    point["classes"] = list(errors.classes)
+    return point, replicates.get("corrected", {}).get(groups.attribute)
 
 
 def _comparison_rows(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +32,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.fairness import Groups, Runs, confusion_counts, figures
+from fairfer.fairness import Groups, Runs, confusion_counts, figures, label_sources
+from fairfer.label_correction import (
+    LabelErrors,
+    correct_counts,
+    misclassification_matrix,
+    resample_confusion,
+    used_evaluation,
+)
 from fairfer.schemas import schema_metadata
 
 logger = logging.getLogger(__name__)
@@ -86,16 +94,150 @@ def label_uniforms(n_rows: int, draws: range, *, seed: int, column: str) -> np.n
     return np.stack([np.random.default_rng([seed, 1, stream, d]).random(n_rows) for d in draws])
 
 
-def point_figures(runs: Runs, groups: Groups) -> Figures:
-    """Figures of every run on the observed data; arrays lead with the run axis."""
-    confusion = confusion_counts(
+def point_confusion(runs: Runs, groups: Groups) -> np.ndarray:
+    """Confusion counts (n_runs, n_buckets, K, K) of every run on the observed data."""
+    return confusion_counts(
         groups.codes[None],
         runs.y_true[None],
         runs.y_pred,
         n_groups=groups.n_buckets,
         n_classes=len(runs.classes),
     )
-    return figures(confusion)
+
+
+def point_figures(runs: Runs, groups: Groups) -> Figures:
+    """Figures of every run on the observed data; arrays lead with the run axis."""
+    return figures(point_confusion(runs, groups))
+
+
+#: Figures given corrected for group misclassification, per table level.
+CORRECTED_METRICS: dict[str, tuple[str, ...]] = {
+    "group": ("count", "accuracy"),
+    "group_class": ("tpr",),
+    "summary": ("worst_group_accuracy", "best_group_accuracy", "accuracy_gap"),
+}
+
+
+def corrected_figures(
+    confusion: np.ndarray,
+    groups: Groups,
+    errors: LabelErrors,
+    misclassification: np.ndarray,
+    *,
+    min_group_size: int,
+) -> Figures:
+    """Figures per *true* group, from confusion counts per inferred group (matrix method).
+
+    Parameters
+    ----------
+    confusion : numpy.ndarray
+        Counts (..., n_buckets, K, K) by inferred group, coded by ``groups`` (one column).
+    groups : Groups
+        Group coding of the attribute whose labels were inferred.
+    errors : LabelErrors
+        The classifier's classes and in-domain confusion matrix.
+    misclassification : numpy.ndarray
+        ``P(pred | true)`` (k, k), or one per draw broadcasting against the leading axes.
+    min_group_size : int
+        Groups estimated to hold fewer test images are left out of the corrected worst and
+        best group (their corrected accuracy is too noisy to rank).
+
+    Returns
+    -------
+    dict
+        ``group`` (``count``, ``accuracy``; shape (..., n_known + 1) in the order of
+        ``groups.names`` then the unknown rows), ``group_class`` (``tpr`` (..., n_known, K)),
+        ``summary`` (:data:`CORRECTED_METRICS`, over every class of the classifier, and
+        ``worst_group_index`` into ``errors.classes``) and ``diagnostics``
+        (``ill_conditioned``, ``clipped_share``, ``condition``). Ill-conditioned draws are NaN.
+    """
+    classes = list(errors.classes)
+    k, n_known = len(classes), groups.n_known
+    positions = [classes.index(name) for name in groups.names]
+    lead = confusion.shape[:-3]
+    by_class = np.zeros((*lead, k, *confusion.shape[-2:]), dtype=np.float64)
+    by_class[..., positions, :, :] = confusion[..., :n_known, :, :]
+    correction = correct_counts(
+        by_class,
+        misclassification,
+        max_condition=errors.max_condition,
+        max_clipped_share=errors.max_clipped_share,
+    )
+    counts = correction.counts
+    # Known true groups, then the unknown rows as observed, then an empty "unseen" bucket.
+    shape = (*counts.shape[:-3], 1, *counts.shape[-2:])
+    unknown = np.broadcast_to(confusion[..., n_known : n_known + 1, :, :], shape)
+    full = np.concatenate([counts, unknown, np.zeros(shape)], axis=-3)
+    result = figures(full)
+    ill = correction.ill_conditioned
+    rows = [*positions, k]
+    group = {name: result["group"][name][..., rows] for name in CORRECTED_METRICS["group"]}
+    group_class = {"tpr": result["group_class"]["tpr"][..., positions, :]}
+    accuracy = result["group"]["accuracy"][..., :k]
+    size = result["group"]["count"][..., :k]
+    ranked = np.where(size >= min_group_size, accuracy, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        worst, best = np.nanmin(ranked, axis=-1), np.nanmax(ranked, axis=-1)
+    defined = ~np.isnan(ranked).all(axis=-1)
+    worst_index = np.where(defined, np.nanargmin(np.where(defined[..., None], ranked, 0), -1), -1)
+    summary = {
+        "worst_group_accuracy": worst,
+        "best_group_accuracy": best,
+        "accuracy_gap": best - worst,
+    }
+    for level in (group, group_class, summary):
+        for name, values in level.items():
+            mask = ill.reshape(ill.shape + (1,) * (values.ndim - ill.ndim))
+            level[name] = np.where(mask, np.nan, values)
+    summary["worst_group_index"] = np.where(ill, -1, worst_index)
+    return {
+        "group": group,
+        "group_class": group_class,
+        "summary": summary,
+        "diagnostics": {
+            "ill_conditioned": ill,
+            "clipped_share": np.broadcast_to(correction.clipped_share, ill.shape),
+        },
+    }
+
+
+def applicable_corrections(
+    attributes: Sequence[Groups],
+    corrections: Mapping[str, LabelErrors] | None,
+    runs: Runs,
+) -> dict[str, LabelErrors]:
+    """The attributes whose tables are corrected: one inferred column with an in-domain
+    confusion matrix (intersections and ground-truth labels are not corrected)."""
+    found = {}
+    for groups in attributes:
+        if len(groups.columns) != 1 or not corrections:
+            continue
+        errors = corrections.get(groups.columns[0])
+        if errors is None or errors.reason is not None:
+            continue
+        if label_sources(runs.images, groups.columns) != "inferred":
+            continue
+        found[groups.attribute] = errors
+    return found
+
+
+def correction_status(
+    groups: Groups, corrections: Mapping[str, LabelErrors] | None, runs: Runs
+) -> str:
+    """Why an attribute's tables are (not) corrected, for the tables' ``correction`` column."""
+    if len(groups.columns) != 1:
+        return "not corrected: intersection"
+    if label_sources(runs.images, groups.columns) == "ground_truth":
+        return "not needed: ground-truth labels"
+    errors = (corrections or {}).get(groups.columns[0])
+    if errors is None:
+        return "not corrected: no confusion matrix"
+    if errors.reason is not None:
+        return f"not corrected: {errors.reason}"
+    if label_sources(runs.images, groups.columns) != "inferred":
+        return "not corrected: labels mix ground truth and inference"
+    return "corrected"
 
 
 def replicate_figures(
@@ -105,6 +247,8 @@ def replicate_figures(
     draws: int,
     seed: int,
     posteriors: Mapping[str, pd.DataFrame] | None = None,
+    corrections: Mapping[str, LabelErrors] | None = None,
+    min_group_size: int = 30,
 ) -> dict[str, dict[str, Figures]]:
     """Bootstrap (and multiple-imputation) replicates of every figure of every run.
 
@@ -123,6 +267,14 @@ def replicate_figures(
         Per inferred attribute column, the calibrated posteriors of the images whose label was
         inferred: index ``image_id``, one column per class. With it, multiple-imputation
         replicates are computed too; images absent from it keep their label.
+    corrections : mapping of str to LabelErrors, optional
+        Per attribute label (:func:`applicable_corrections`), the label errors whose
+        corrected figures (:func:`corrected_figures`) are replicated too, under
+        ``"corrected"``: each draw corrects the bootstrap draw's counts with the in-domain
+        confusion matrix resampled in the same draw, so the interval carries both the test
+        set's and the validation set's sampling noise.
+    min_group_size : int
+        As for :func:`corrected_figures`.
 
     Returns
     -------
@@ -140,6 +292,9 @@ def replicate_figures(
     parts: dict[str, dict[str, list[Figures]]] = {
         method: {g.attribute: [] for g in attributes} for method in methods
     }
+    corrections = dict(corrections or {})
+    if corrections:
+        parts["corrected"] = {attribute: [] for attribute in corrections}
     for start in range(0, draws, chunk):
         chunk_draws = range(start, min(start + chunk, draws))
         rows = resampled_rows(n_images, chunk_draws, seed=seed)
@@ -166,6 +321,20 @@ def replicate_figures(
                     n_classes=len(runs.classes),
                 )
                 parts[method][groups.attribute].append(figures(confusion))
+                errors = corrections.get(groups.attribute)
+                if method == "bootstrap" and errors is not None:
+                    misclassification = misclassification_matrix(
+                        resample_confusion(errors.confusion, chunk_draws, seed=seed)
+                    )
+                    parts["corrected"][groups.attribute].append(
+                        corrected_figures(
+                            confusion,
+                            groups,
+                            errors,
+                            misclassification,
+                            min_group_size=min_group_size,
+                        )
+                    )
     return {
         method: {attribute: _concatenate(chunks) for attribute, chunks in by_attribute.items()}
         for method, by_attribute in parts.items()
@@ -309,10 +478,15 @@ def interval_inputs(
 
 
 def label_accuracies(classifier_report: Mapping[str, object]) -> dict[str, float]:
-    """Accuracy of each attribute classifier on its held-out validation set.
+    """Accuracy of each attribute classifier where its labels are used.
 
     ``classifier_report`` is the JSON report of ``match_race_labels``
-    (``{"attributes": {attribute: {"accuracy": ...}}}``).
+    (``{"attributes": {attribute: {"in_domain": {"accuracy": ...}, "clean": {...}}}}``): the
+    accuracy on FairFace val rendered like the emotion dataset, or on clean FairFace val where
+    no in-domain evaluation was made.
     """
     attributes = classifier_report.get("attributes", {})
-    return {attribute: float(result["accuracy"]) for attribute, result in attributes.items()}
+    return {
+        attribute: float(used_evaluation(result)["accuracy"])
+        for attribute, result in attributes.items()
+    }

@@ -13,7 +13,15 @@ EMOTION_DATASET = config["emotion_dataset"]
 # Demographic references besides FairFace, on which the FairFace-trained classifiers are
 # evaluated (match_race_labels); aligned and embedded like every other dataset.
 EXTERNAL_REFERENCES = list(config["race_matching"]["external_references"])
-DATASETS = [EMOTION_DATASET, "fairface", *EXTERNAL_REFERENCES]
+# FairFace rendered like the emotion dataset's images (render_fairface_domain): aligned and
+# embedded like every dataset, with the emotion dataset's alignment settings, so that the
+# classifiers are measured (and, with race_matching.fit_on, fitted) where their labels are used.
+DOMAIN_DATASET = "fairface_domain"
+DOMAIN_RENDER = config["race_matching"]["domain_render"][EMOTION_DATASET]
+FIT_ON = config["race_matching"]["fit_on"]
+# FairFace splits rendered: val measures the classifiers; train only when they fit on it.
+DOMAIN_SPLITS = ["valid"] if FIT_ON == "clean" else ["train", "valid"]
+DATASETS = [EMOTION_DATASET, "fairface", DOMAIN_DATASET, *EXTERNAL_REFERENCES]
 # Datasets read from a folder: placed by hand ("manual") or unpacked from an archive by
 # download_dataset. FairFace has its own download rule (download_fairface).
 # Second emotion dataset of cross-dataset dynamic weighting, if configured.
@@ -58,6 +66,12 @@ def check_strategies():
     if BASELINE not in STRATEGIES:
         raise ValueError(
             f"config key strategies must include {BASELINE!r}: every table compares against it"
+        )
+    reserved = [name for name in [*MODELS, *STRATEGIES] if name == "group_labels"]
+    if reserved:
+        raise ValueError(
+            "config: 'group_labels' is reserved (results/metrics.json keeps the labels' "
+            "accuracy under it); rename that model or strategy"
         )
     undefined = [m for m in MODELS if m not in config["models"]]
     if undefined:
@@ -241,7 +255,9 @@ def dataset_config(wildcards):
 
 
 def alignment_params(wildcards):
-    return {**config["alignment"]["common"], **config["alignment"][wildcards.dataset]}
+    # The rendered FairFace is aligned exactly as the dataset it imitates.
+    dataset = EMOTION_DATASET if wildcards.dataset == DOMAIN_DATASET else wildcards.dataset
+    return {**config["alignment"]["common"], **config["alignment"][dataset]}
 
 
 def facenet_state_dict():

@@ -31,6 +31,7 @@ rule fairness_tables:
         min_group_size=config["fairness"]["min_group_size"],
         uncertainty=config["fairness"]["uncertainty"],
         seed=config["seed"],
+        correction=config["race_matching"]["correction"],
     log:
         "logs/fairness_tables/{model}/{strategy}/seed-{seed}.log",
     benchmark:
@@ -64,6 +65,8 @@ rule compare_strategies:
         uncertainty=config["fairness"]["uncertainty"],
         seed=config["seed"],
         baseline=BASELINE,
+        correction=config["race_matching"]["correction"],
+        min_group_size=config["fairness"]["min_group_size"],
     log:
         "logs/compare_strategies.log",
     benchmark:

@@ -1,7 +1,34 @@
+rule render_fairface_domain:
+    input:
+        manifest="results/manifests/fairface.parquet",
+        modules=package_modules("render_fairface_domain"),
+    output:
+        manifest=f"results/manifests/{DOMAIN_DATASET}.parquet",
+    params:
+        render=DOMAIN_RENDER,
+        splits=DOMAIN_SPLITS,
+        dataset=EMOTION_DATASET,
+    log:
+        "logs/render_fairface_domain.log",
+    benchmark:
+        "logs/benchmarks/render_fairface_domain.tsv"
+    threads: 1
+    resources:
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(20),
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/render_fairface_domain.py"
+
+
 rule match_race_labels:
     input:
         reference=race_matching_embeddings("fairface"),
         reference_manifest="results/manifests/fairface.parquet",
+        # FairFace rendered like the emotion dataset: the in-domain evaluation (and fit).
+        domain=race_matching_embeddings(DOMAIN_DATASET),
+        domain_manifest=f"results/manifests/{DOMAIN_DATASET}.parquet",
         target=race_matching_embeddings(EMOTION_DATASET),
         target_manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
         # Labelled demographic datasets the classifiers are also evaluated on.
@@ -22,6 +49,7 @@ rule match_race_labels:
         seed=config["seed"],
         dataset=EMOTION_DATASET,
         external_references=EXTERNAL_REFERENCES,
+        domain_render=DOMAIN_RENDER,
     log:
         "logs/match_race_labels.log",
     benchmark:
