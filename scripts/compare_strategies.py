@@ -25,8 +25,7 @@ def headline_metrics(comparison: pd.DataFrame) -> dict:
     """
     keys = [k for k in RUN_KEYS if k in comparison.columns and k != "seed"]
     metrics: dict = {}
-    headline = comparison["metric"].str.removesuffix("_corrected").isin(HEADLINE_METRICS)
-    rows = comparison[headline]
+    rows = comparison[comparison["metric"].isin(HEADLINE_METRICS)]
     for row in rows.to_dict("records"):
         node = metrics
         for key in keys:

@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from fairfer.download import sha256_of
-from fairfer.embedding import write_embeddings
-from fairfer.facenet import load_facenet, preprocessing_for
+from fairfer.embedding import LabelFeatures, write_embeddings
+from fairfer.facenet import POOLED_FEATURES, EmbeddingAndPooled, load_facenet, preprocessing_for
 from fairfer.inference import (
     InferenceNetwork,
     Precision,
@@ -31,25 +31,48 @@ def embed_shard(
     seed: int,
     device: str,
     precision: Precision,
+    label_features: LabelFeatures | None = None,
 ) -> int:
+    """Embed one shard; with ``label_features`` (other than the plain embedding) also write the
+    features the demographic classifiers read (``race_matching.features``, ``.flip_average``)."""
     model, dimension = load_facenet(weights, state_dict_path=weights_path, seed=seed)
     torch_device = resolve_device(device, key="embedding.device")
     dtype = resolve_precision(precision, torch_device)
     digest = sha256_of(weights_path) if weights_path is not None else weights
+    if label_features is not None and label_features.name == "embedding":
+        label_features = None  # the classifiers read the embedding column itself
+    size = POOLED_FEATURES if label_features and label_features.kind == "pooled" else dimension
     schema = embeddings_schema(
-        dimension, weights=weights, weights_sha256=digest, precision=dtype_name(dtype)
+        dimension,
+        weights=weights,
+        weights_sha256=digest,
+        precision=dtype_name(dtype),
+        label_features=(label_features.name, size) if label_features else None,
     )
-    logger.info("embedding on %s in %s", torch_device, dtype)
+    logger.info(
+        "embedding on %s in %s%s",
+        torch_device,
+        dtype,
+        f", label features {label_features.name}" if label_features else "",
+    )
     if weights == "random":
         logger.warning("embedding with RANDOM weights: outputs are marked random_weights=true")
+    network = (
+        InferenceNetwork(model, device=torch_device, dtype=dtype, normalise_output=True)
+        if label_features is None
+        else InferenceNetwork(
+            EmbeddingAndPooled(model), device=torch_device, dtype=dtype, normalise_output=False
+        )
+    )
     return write_embeddings(
-        InferenceNetwork(model, device=torch_device, dtype=dtype, normalise_output=True),
+        network,
         preprocessing_for(weights),
         aligned,
         output,
         schema,
         batch_size=batch_size,
         workers=workers,
+        label_features=label_features,
     )
 
 
@@ -69,4 +92,8 @@ if __name__ == "__main__":
         seed=snakemake.params.seed,
         device=snakemake.params.device,
         precision=snakemake.params.precision,
+        label_features=LabelFeatures(
+            snakemake.params.label_features["features"],
+            snakemake.params.label_features["flip_average"],
+        ),
     )

@@ -165,7 +165,11 @@ def report(
             for path in gradcam_plots
         ],
         composition_figures=[
-            Figure(composition_plot, "Share of each group in the dataset (hatched: abstained).")
+            Figure(
+                composition_plot,
+                "Share of each group in the dataset (hatched: abstained; diamonds: the "
+                "estimated true share, corrected for misclassified labels).",
+            )
         ],
         label_quality=label_quality(classifier_report, summary),
         methods=method_notes(

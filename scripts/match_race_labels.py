@@ -18,6 +18,7 @@ from fairfer.external_reference import (
     evaluate_in_taxonomy,
     fairface_labels_in_taxonomy,
 )
+from fairfer.label_correction import corrected_composition_table, label_errors
 from fairfer.plots import plot_composition
 from fairfer.race_matching import (
     AttributeClassifier,
@@ -28,17 +29,26 @@ from fairfer.race_matching import (
     prefer_ground_truth,
 )
 from fairfer.schemas import ATTRIBUTE_CLASSES, GROUP_LABELS, schema_metadata, write_parquet
+from fairfer.uncertainty import label_accuracies
 
 logger = logging.getLogger(__name__)
 
 
 def read_embeddings(shards: list[Path]) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Concatenate embedding shards into an id frame and a float32 matrix."""
+    """Concatenate embedding shards into an id frame and a float32 matrix of the features the
+    classifiers read: ``label_features`` where embed_faces wrote them, else ``embedding``."""
     tables = [pq.read_table(path) for path in shards]
-    ids = pd.concat([t.drop(["embedding"]).to_pandas() for t in tables], ignore_index=True)
+    column = "label_features" if "label_features" in tables[0].column_names else "embedding"
+    vectors = [c for c in ("embedding", "label_features") if c in tables[0].column_names]
+    ids = pd.concat([t.drop(vectors).to_pandas() for t in tables], ignore_index=True)
     matrix = np.concatenate(
         [
-            t["embedding"].combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
+            t[column]
+            .combine_chunks()
+            .flatten()
+            .to_numpy(zero_copy_only=False)
+            .astype(np.float32)
+            .reshape(t.num_rows, -1)
             for t in tables
             if t.num_rows
         ]
@@ -183,7 +193,17 @@ def match(
         in_domain = (rendered["split"] == "valid").to_numpy()
         evaluations["in_domain"] = (rendered_x[in_domain], rendered.loc[in_domain])
 
-    target_ids, target_x, _ = read_embeddings(target_shards)
+    target_ids, target_x, target_metadata = read_embeddings(target_shards)
+    kinds = {"FairFace": metadata, "the emotion dataset": target_metadata}
+    if domain is not None:
+        kinds["rendered FairFace"] = read_embeddings(list(domain[0])[:1])[2]
+    found = {name: m.get("label_features", "embedding") for name, m in kinds.items()}
+    if len(set(found.values())) > 1:
+        raise ValueError(
+            f"the embeddings files carry different classifier features ({found}): they were "
+            "written with different race_matching.features / flip_average settings. Rerun "
+            "embed_faces for all of them (snakemake --forcerun embed_faces)."
+        )
     has_subjects = "subject_id" in pq.read_schema(target_manifest).names
     manifest_ids = pq.read_table(
         target_manifest,
@@ -200,6 +220,7 @@ def match(
         "embedding_weights": metadata.get("weights"),
         "random_weights": metadata.get("random_weights") == "true",
         "embedder": metadata.get("embedder", "frozen"),
+        "features": metadata.get("label_features", "embedding"),
         "embedding_weights_sha256": metadata.get("weights_sha256"),
         "classifiers_fit_on": FIT_ON_TEXT[fit_on]
         + (" (images held out from fine-tuning)" if fit_subset is not None else ""),
@@ -325,7 +346,14 @@ if __name__ == "__main__":
     write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")
     per_class.to_csv(snakemake.output.per_class, index=False)
-    table = composition(group_labels, list(ATTRIBUTE_CLASSES))
+    table = corrected_composition_table(
+        composition(group_labels, list(ATTRIBUTE_CLASSES)),
+        label_errors(report, **snakemake.params.matching["correction"]),
+        label_accuracies(report),
+        draws=snakemake.params.uncertainty["draws"],
+        level=snakemake.params.uncertainty["level"],
+        seed=snakemake.params.seed,
+    )
     table.to_csv(snakemake.output.composition, index=False)
     plot_composition(
         table,

@@ -155,3 +155,53 @@ def test_label_errors_read_the_in_domain_matrix_and_say_why_not():
     assert errors["race"].max_condition == 20
     assert errors["gender"].reason == "no in-domain evaluation of the classifier"
     assert errors["age"].reason == "labels pooled over each subject's images"
+
+
+def test_corrected_composition_recovers_the_true_shares_with_an_interval():
+    from fairfer.label_correction import corrected_composition_table
+    from fairfer.plots import plot_composition
+
+    rng = np.random.default_rng(5)
+    true_race = rng.choice(RACES, 20000, p=[0.6, 0.3, 0.1])
+    inferred = _infer(rng, true_race)
+    valid_true = rng.choice(RACES, 6000)
+    confusion = pd.crosstab(
+        pd.Categorical(valid_true, RACES),
+        pd.Categorical(_infer(rng, valid_true), RACES),
+        dropna=False,
+    ).to_numpy()
+    counts = pd.Series(inferred).value_counts()
+    table = pd.DataFrame(
+        {
+            "attribute": "race",
+            "split": "train",
+            "group": counts.index,
+            "count": counts.to_numpy(),
+            "share": counts.to_numpy() / counts.sum(),
+            "abstained": 0,
+            "abstained_share": 0.0,
+        }
+    )
+    gender = table.iloc[:1].assign(attribute="gender", group="Male")
+    result = corrected_composition_table(
+        pd.concat([table, gender], ignore_index=True),
+        {"race": LabelErrors("race", RACES, confusion, None)},
+        {"race": 0.73},
+        draws=300,
+        level=0.95,
+        seed=0,
+    )
+    race = result[result["attribute"] == "race"].set_index("group")
+    for group, truth in zip(RACES, [0.6, 0.3, 0.1], strict=True):
+        assert race.loc[group, "share_corrected"] == pytest.approx(truth, abs=0.02)
+        assert race.loc[group, "share_corrected_ci_low"] <= truth + 0.005
+        assert race.loc[group, "share_corrected_ci_high"] >= truth - 0.005
+    # Observed shares are pulled towards uniform; the correction undoes it.
+    assert race.loc["Indian", "share"] > 0.15
+    assert set(race["correction"]) == {"corrected"} and (race["label_accuracy"] == 0.73).all()
+    assert result.loc[result["attribute"] == "gender", "correction"].str.startswith("not").all()
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as directory:
+        assert plot_composition(result, Path(directory) / "c.png", title="t").stat().st_size

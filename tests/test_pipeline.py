@@ -90,8 +90,12 @@ def generic_run(tmp_path_factory, run) -> Path:
     for pattern in ("ferplus*", "fairface_domain*"):
         for stale in (workdir / "results/manifests").glob(pattern):
             stale.unlink()
+    # Embeddings are recomputed (not reused): this run's classifiers read pooled, flip-averaged
+    # features, which the FER+ run's embeddings files do not carry.
+    shutil.rmtree(workdir / "results/embeddings")
     (workdir / "config" / "generic.yaml").write_text(
         "emotion_dataset: generic\nrace_matching:\n  external_references: [utkface]\n"
+        "  features: pooled\n  flip_average: true\n"
     )
     snakemake(workdir, "--configfile", "config/ci.yaml", "config/generic.yaml")
     return workdir
@@ -228,13 +232,13 @@ def test_every_stage_reconciles_with_the_manifests(run):
         assert len(embedded) == len(manifest) - rejected
         assert len(embedded["embedding"].iloc[0]) == 128
 
-    # FairFace val rendered like FER+ (48x48 grayscale): every val image, through the same
-    # alignment and embedding.
+    # FairFace rendered like FER+ (48x48 grayscale): every image (train too, since fit_on is
+    # both by default), through the same alignment and embedding.
     fairface = read(run, "results/manifests/fairface.parquet")
     rendered = read(run, "results/manifests/fairface_domain.parquet")
-    assert sorted(rendered["image_id"]) == sorted(
-        fairface.loc[fairface["split"] == "valid", "image_id"]
-    )
+    assert sorted(rendered["image_id"]) == sorted(fairface["image_id"])
+    races = fairface.set_index("image_id")["race"]
+    assert (rendered["race"].to_numpy() == races.reindex(rendered["image_id"]).to_numpy()).all()
     aligned = pd.concat(
         [read(run, f"results/aligned/fairface_domain/shard-{s}.parquet") for s in range(2)]
     )
@@ -266,7 +270,8 @@ def test_race_matching_is_evaluated_and_labels_every_image(run):
         assert 0 <= race[evaluation]["expected_calibration_error"] <= 1
     assert report["attributes"]["gender"]["clean"]["accuracy"] > 0.65
     assert report["attributes"]["gender"]["in_domain"]["accuracy"] > 0.55
-    assert report["fit_on"] == "clean" and report["domain_render"]["size"] == 48
+    assert report["fit_on"] == "both" and report["domain_render"]["size"] == 48
+    assert 0.95 * 2 * 500 <= report["n_train"] <= 2 * 500  # clean and rendered train
     per_class = pd.read_csv(run / "results/group_labels/classifier_per_class.csv")
     assert set(per_class["evaluated_on"]) == {"fairface_valid", "fairface_valid_rendered"}
 
@@ -496,6 +501,11 @@ def test_rafdb_is_a_first_class_emotion_dataset(rafdb_run):
 
 def test_generic_dataset_with_utkface_as_external_reference(generic_run):
     import json
+
+    report = json.loads((generic_run / "results/group_labels/classifier_report.json").read_text())
+    assert report["features"] == "pooled+flip"
+    shard = pq.read_table(generic_run / "results/embeddings/generic/shard-0.parquet")
+    assert shard.schema.field("label_features").type.list_size == 1792
 
     manifest = read(generic_run, "results/manifests/generic.parquet")
     assert len(manifest) == 240 and set(manifest["split"]) == {"train", "valid", "test"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -80,6 +82,55 @@ def embed_batches(
         yield metadata, model(preprocess(images)).numpy().astype(np.float32)
 
 
+@dataclass(frozen=True)
+class LabelFeatures:
+    """Which features of the frozen FaceNet the demographic classifiers read.
+
+    ``kind`` is ``embedding`` (the 128-d normalised embedding) or ``pooled`` (the 1792-d
+    average-pooled layer the embedding is computed from); with ``flip`` the features of each
+    crop and of its mirror image are averaged (test-time augmentation; an embedding is then
+    normalised again).
+    """
+
+    kind: str
+    flip: bool
+
+    @property
+    def name(self) -> str:
+        return self.kind + ("+flip" if self.flip else "")
+
+
+@torch.inference_mode()
+def embed_with_label_features(
+    network: torch.nn.Module,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    loader: DataLoader,
+    *,
+    embedding_size: int,
+    features: LabelFeatures,
+) -> Iterator[tuple[dict[str, list], np.ndarray, np.ndarray]]:
+    """Yield (metadata, embeddings, label features) per non-empty batch, in file order.
+
+    ``network`` is a :class:`fairfer.facenet.EmbeddingAndPooled` (wrapped for inference,
+    unnormalised outputs): one pass gives the embedding and the pooled layer; with ``flip`` a
+    second pass on the mirrored crops. The embeddings are those of the unflipped crops, as
+    :func:`embed_batches` gives them.
+    """
+    for metadata, images in loader:
+        if len(metadata["image_id"]) == 0:
+            continue
+        outputs = network(preprocess(images)).float()
+        embedding = F.normalize(outputs[:, :embedding_size], dim=1)
+        label = outputs[:, embedding_size:] if features.kind == "pooled" else embedding
+        if features.flip:
+            mirrored = network(preprocess(torch.flip(images, dims=[3]))).float()
+            if features.kind == "pooled":
+                label = (label + mirrored[:, embedding_size:]) / 2
+            else:
+                label = F.normalize(label + F.normalize(mirrored[:, :embedding_size], dim=1), dim=1)
+        yield metadata, embedding.numpy(), label.numpy().astype(np.float16)
+
+
 def write_embeddings(
     model: torch.nn.Module,
     preprocess: Callable[[torch.Tensor], torch.Tensor],
@@ -89,29 +140,46 @@ def write_embeddings(
     *,
     batch_size: int,
     workers: int,
+    label_features: LabelFeatures | None = None,
 ) -> int:
-    """Embed every non-rejected crop of ``aligned`` into ``output`` (streamed); return the count."""
+    """Embed every non-rejected crop of ``aligned`` into ``output`` (streamed); return the count.
+
+    With ``label_features``, ``model`` is a :class:`fairfer.facenet.EmbeddingAndPooled` for
+    inference and ``schema`` has the ``label_features`` column
+    (:func:`embed_with_label_features`).
+    """
     dimension = schema.field("embedding").type.list_size
     done = 0
 
     def batches() -> Iterator[pa.Table]:
         nonlocal done
         loader = crop_loader(aligned, batch_size=batch_size, workers=workers)
-        for metadata, vectors in embed_batches(model, preprocess, loader):
+        if label_features is None:
+            results = (
+                (metadata, vectors, None)
+                for metadata, vectors in embed_batches(model, preprocess, loader)
+            )
+        else:
+            results = embed_with_label_features(
+                model, preprocess, loader, embedding_size=dimension, features=label_features
+            )
+        for metadata, vectors, features in results:
             done += len(vectors)
             logger.info("embedded %d crops", done)
-            yield pa.Table.from_pydict(
-                {
-                    "image_id": metadata["image_id"],
-                    "dataset": metadata["dataset"],
-                    "split": metadata["split"],
-                    "alignment_status": metadata["status"],
-                    "embedding": pa.FixedSizeListArray.from_arrays(
-                        pa.array(vectors.reshape(-1)), dimension
-                    ),
-                },
-                schema=schema,
-            )
+            columns = {
+                "image_id": metadata["image_id"],
+                "dataset": metadata["dataset"],
+                "split": metadata["split"],
+                "alignment_status": metadata["status"],
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1)), dimension
+                ),
+            }
+            if features is not None:
+                columns["label_features"] = pa.FixedSizeListArray.from_arrays(
+                    pa.array(features.reshape(-1), type=pa.float16()), features.shape[1]
+                )
+            yield pa.Table.from_pydict(columns, schema=schema)
 
     write_parquet(batches(), output, schema)
     return done

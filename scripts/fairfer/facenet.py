@@ -511,3 +511,45 @@ def _check_batch(batch: torch.Tensor) -> None:
             f"Expected an image batch of shape (N, C, H, W), got shape {tuple(batch.shape)}; "
             "add a batch dimension with tensor.unsqueeze(0)."
         )
+
+
+#: Channels of InceptionResnetV1's average-pooled layer (the bottleneck's input).
+POOLED_FEATURES = 1792
+#: Layers of InceptionResnetV1 up to the average pool, in forward order.
+_TRUNK = (
+    "conv2d_1a",
+    "conv2d_2a",
+    "conv2d_2b",
+    "maxpool_3a",
+    "conv2d_3b",
+    "conv2d_4a",
+    "conv2d_4b",
+    "repeat_1",
+    "mixed_6a",
+    "repeat_2",
+    "mixed_7a",
+    "repeat_3",
+    "block8",
+    "avgpool_1a",
+)
+
+
+class EmbeddingAndPooled(nn.Module):
+    """FaceNet's embedding (before L2 normalisation) and its average-pooled features, one pass.
+
+    ``forward`` returns ``(N, embedding_size + 1792)``: the bottleneck output, then the 1792
+    average-pooled channels it is computed from (the richer representation the race, gender and
+    age classifiers can read, ``race_matching.features: pooled``). The network is shared, not
+    copied; dropout is the identity in eval mode.
+    """
+
+    def __init__(self, model: InceptionResnetV1) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in _TRUNK:
+            x = getattr(self.model, name)(x)
+        pooled = torch.flatten(x, 1)
+        embedding = self.model.last_bn(self.model.last_linear(pooled))
+        return torch.cat([embedding, pooled], dim=1)

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 #: One sentence for table notes: the assumption behind every corrected figure.
 CORRECTION_ASSUMPTION = (
@@ -347,3 +348,86 @@ def label_errors(
             attribute, classes, confusion, reason, max_condition, max_clipped_share
         )
     return errors
+
+
+def corrected_composition_table(
+    table: pd.DataFrame,
+    errors: Mapping[str, LabelErrors],
+    accuracy: Mapping[str, float],
+    *,
+    draws: int,
+    level: float,
+    seed: int,
+) -> pd.DataFrame:
+    """A composition table (``fairfer.race_matching.composition``) with the true composition.
+
+    Per inferred attribute with an in-domain confusion matrix, and per split, the images per
+    true group are estimated by the matrix method (:func:`corrected_composition`) as
+    ``share_corrected``, with a percentile interval over ``draws`` draws that resample both the
+    split's images (multinomially) and the validation images behind the confusion matrix.
+    Groups no image was assigned to get a row of their own (count 0), because true members may
+    still be there. ``label_accuracy`` is the in-domain accuracy of the attribute's labels;
+    ``correction`` says why an attribute is not corrected.
+    """
+    rows = []
+    for (attribute, split), part in table.groupby(["attribute", "split"], sort=False):
+        part = part.copy()
+        part["label_accuracy"] = accuracy.get(attribute, np.nan)
+        attribute_errors = errors.get(attribute)
+        if attribute_errors is None or attribute_errors.reason is not None:
+            part["correction"] = (
+                "not corrected: ground-truth or unmeasured labels"
+                if attribute_errors is None
+                else f"not corrected: {attribute_errors.reason}"
+            )
+            rows.append(part)
+            continue
+        classes = list(attribute_errors.classes)
+        unknown = sorted(set(part["group"].dropna()) - set(classes))
+        if unknown:
+            part["correction"] = f"not corrected: groups {unknown} are not classifier classes"
+            rows.append(part)
+            continue
+        missing = [c for c in classes if c not in set(part["group"])]
+        if missing:
+            filler = pd.DataFrame({"attribute": attribute, "split": split, "group": missing})
+            part = pd.concat([part, filler], ignore_index=True)
+            for column in ("count", "abstained"):
+                part[column] = part[column].fillna(0).astype(np.int64)
+            part["share"] = part["count"] / part["count"].sum()
+            part["label_accuracy"] = accuracy.get(attribute, np.nan)
+        part = part.set_index("group").loc[classes].reset_index()
+        observed = part["count"].to_numpy(dtype=np.float64)
+        n = observed.sum()
+        estimate, ill = corrected_composition(
+            observed,
+            attribute_errors.misclassification(),
+            max_condition=attribute_errors.max_condition,
+            max_clipped_share=attribute_errors.max_clipped_share,
+        )
+        part["share_corrected"] = np.nan if ill else estimate / estimate.sum()
+        part["share_corrected_ci_low"] = part["share_corrected_ci_high"] = np.nan
+        if draws and not ill and n > 0:
+            counts = np.stack(
+                [
+                    np.random.default_rng([seed, 3, d]).multinomial(int(n), observed / n)
+                    for d in range(draws)
+                ]
+            )
+            matrices = misclassification_matrix(
+                resample_confusion(attribute_errors.confusion, range(draws), seed=seed)
+            )
+            replicate, _ = corrected_composition(
+                counts,
+                matrices,
+                max_condition=np.inf,
+                max_clipped_share=1.0,
+            )
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares = replicate / replicate.sum(axis=-1, keepdims=True)
+            tail = (1 - level) / 2
+            low, high = np.nanquantile(shares, [tail, 1 - tail], axis=0)
+            part["share_corrected_ci_low"], part["share_corrected_ci_high"] = low, high
+        part["correction"] = "not corrected: ill-conditioned" if ill else "corrected"
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True)

@@ -40,9 +40,24 @@ def plot_composition(composition: pd.DataFrame, path: Path, *, title: str) -> Pa
             hatch="//",
             label="abstained (low confidence)",
         )
+        corrected = _corrected_shares(composition, attribute)
+        if corrected is not None:
+            axis.scatter(
+                list(positions),
+                corrected.reindex(table.index).to_numpy(),
+                color="black",
+                marker="D",
+                s=18,
+                zorder=3,
+                label="estimated true share (corrected)",
+            )
         axis.set_xticks(list(positions), table.index, rotation=45, ha="right")
         axis.set_ylabel("share of images")
-        axis.set_title(attribute)
+        accuracy = composition.loc[composition["attribute"] == attribute].get("label_accuracy")
+        if accuracy is not None and accuracy.notna().any():
+            axis.set_title(f"{attribute} (labels' in-domain accuracy {accuracy.iloc[0]:.2f})")
+        else:
+            axis.set_title(attribute)
     axes_list = list(axes) if len(attributes) > 1 else [axes]
     axes_list[0].legend()
     figure.suptitle(title)
@@ -50,6 +65,19 @@ def plot_composition(composition: pd.DataFrame, path: Path, *, title: str) -> Pa
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _corrected_shares(composition: pd.DataFrame, attribute: str) -> pd.Series | None:
+    """Whole-dataset share per true group from the per-split corrected shares (the matrix
+    method is linear, so the splits' corrected counts add up)."""
+    if "share_corrected" not in composition.columns:
+        return None
+    rows = composition[composition["attribute"] == attribute]
+    if rows["share_corrected"].isna().all():
+        return None
+    totals = rows.groupby("split")["count"].transform("sum")
+    counts = (rows["share_corrected"] * totals).groupby(rows["group"], sort=False).sum()
+    return counts / totals.groupby(rows["split"]).first().sum()
 
 
 def _strategy_colours(strategies: Sequence[str]) -> dict[str, str]:

@@ -23,6 +23,8 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "overall_accuracy",
     "worst_group_accuracy",
     "accuracy_gap",
+    # Inferred attributes only: the gap between true groups (matrix method).
+    "accuracy_gap_corrected",
     "accuracy_ratio",
     "dp_difference_max",
     "eo_difference_max",
@@ -278,6 +280,59 @@ def _headline(inputs: ReportInputs, attributes: Sequence[str]) -> str:
     return "".join(parts)
 
 
+def _interval(row: Mapping[str, object], column: str, suffix: str) -> str:
+    low, high = row.get(f"{column}_{suffix}_low"), row.get(f"{column}_{suffix}_high")
+    if low is None or pd.isna(low):
+        return "–"
+    return f"[{_number(low)}, {_number(high)}]"
+
+
+def _label_error_table(summary: pd.DataFrame, run: str) -> str:
+    """Observed, imputed and corrected worst group and gap of an inferred attribute."""
+    if "correction" not in summary.columns or (summary["label_source"] == "ground_truth").all():
+        return ""
+    rows = []
+    for row in summary.to_dict("records"):
+        rows.append(
+            [
+                _text(row[run]),
+                _text(f"{row['worst_group']}: {_with_interval(row, 'worst_group_accuracy')}"),
+                _text(_interval(row, "worst_group_accuracy", "mi")),
+                _text(
+                    f"{row.get('worst_group_corrected') or '–'}: "
+                    f"{_with_interval(row, 'worst_group_accuracy_corrected')}"
+                ),
+                _text(_with_interval(row, "accuracy_gap")),
+                _text(_interval(row, "accuracy_gap", "mi")),
+                _text(_with_interval(row, "accuracy_gap_corrected")),
+                _text(row["correction"]),
+            ]
+        )
+    return (
+        "<p class='note'>The groups are inferred, so each figure is given three ways: observed "
+        "(per inferred group, bootstrap interval), with the label noise (multiple-imputation "
+        "interval: labels sampled from their posteriors) and corrected for misclassified "
+        "groups with the in-domain confusion matrix (matrix method; the interval also "
+        "resamples the validation images behind that matrix). The correction assumes that a "
+        "group label's error is independent of whether the emotion prediction is right, "
+        "given the true group.</p>"
+        + _table(
+            [
+                run,
+                "worst group (observed)",
+                "with label noise",
+                "worst group (corrected)",
+                "gap (observed)",
+                "with label noise",
+                "gap (corrected)",
+                "correction",
+            ],
+            rows,
+            text_columns=(0, 1, 3, 7),
+        )
+    )
+
+
 def _row_with(row: pd.Series, column: str) -> dict[str, object]:
     return {
         column: row[column],
@@ -326,6 +381,7 @@ def _attribute_section(inputs: ReportInputs, attribute: str) -> str:
             text_columns=(0, 1, 3),
         )
     )
+    parts.append(_label_error_table(summary, run))
     parts.append(_figures(inputs.attribute_figures.get(attribute, [])))
     runs = list(dict.fromkeys(groups[run]))
     names = list(dict.fromkeys(groups["group"]))

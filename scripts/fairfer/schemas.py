@@ -124,29 +124,36 @@ def embeddings_schema(
     weights_sha256: str,
     embedder: str = "frozen",
     precision: str = "float32",
+    label_features: tuple[str, int] | None = None,
 ) -> pa.Schema:
     """Schema of an embeddings file; the network used is recorded in its metadata.
 
     ``embedder`` is ``frozen`` (the pretrained ``weights``) or ``finetuned`` (fine-tuned from
     them; ``weights_sha256`` is then the fine-tuned checkpoint's). ``precision`` is the
     arithmetic of the forward pass (``float32`` or ``bfloat16``); the vectors are float32.
+    ``label_features`` (kind, dimension), e.g. ``("pooled+flip", 1792)``, adds the column
+    ``label_features`` (float16) that the demographic classifiers read instead of
+    ``embedding`` (``race_matching.features``).
     """
-    return pa.schema(
-        [
-            pa.field("image_id", pa.string(), nullable=False),
-            pa.field("dataset", pa.string(), nullable=False),
-            pa.field("split", pa.string(), nullable=False),
-            pa.field("alignment_status", pa.string(), nullable=False),
-            pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
-        ],
-        metadata={
-            "weights": weights,
-            "weights_sha256": weights_sha256,
-            "random_weights": json.dumps(weights == "random"),
-            "embedder": embedder,
-            "precision": precision,
-        },
-    )
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("alignment_status", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32(), dimension), nullable=False),
+    ]
+    metadata = {
+        "weights": weights,
+        "weights_sha256": weights_sha256,
+        "random_weights": json.dumps(weights == "random"),
+        "embedder": embedder,
+        "precision": precision,
+    }
+    if label_features is not None:
+        kind, size = label_features
+        fields.append(pa.field("label_features", pa.list_(pa.float16(), size), nullable=False))
+        metadata["label_features"] = kind
+    return pa.schema(fields, metadata=metadata)
 
 
 #: Which FairFace train images fine-tuned FaceNet (``fit``) and which were held out for its

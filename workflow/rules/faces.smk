@@ -103,6 +103,10 @@ rule embed_faces:
         device=config["embedding"]["device"],
         precision=config["embedding"]["precision"],
         seed=config["seed"],
+        # What the race/gender/age classifiers read besides the embedding.
+        label_features={
+            key: config["race_matching"][key] for key in ("features", "flip_average")
+        },
     log:
         "logs/embed_faces/{dataset}/shard-{shard}.log",
     benchmark:

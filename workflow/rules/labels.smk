@@ -50,6 +50,8 @@ rule match_race_labels:
         dataset=EMOTION_DATASET,
         external_references=EXTERNAL_REFERENCES,
         domain_render=DOMAIN_RENDER,
+        # Draws and level of the corrected composition's interval.
+        uncertainty=config["fairness"]["uncertainty"],
     log:
         "logs/match_race_labels.log",
     benchmark:
