@@ -11,6 +11,7 @@ into ``"0.793 [0.780, 0.807]"`` cells for Markdown and HTML.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -556,6 +557,16 @@ class _Context:
             columns[name] = estimate
             if metric != "count":
                 columns[f"{name}_ci_low"], columns[f"{name}_ci_high"] = low, high
+        # The imputed estimate: the figure averaged over the multiple-imputation draws (labels
+        # sampled from their calibrated posteriors), beside the observed and corrected ones.
+        imputed = self.replicates.get("multiple_imputation")
+        for metric in CORRECTED_METRICS[level]:
+            values = np.full(len(table), np.nan)
+            if imputed is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # never-drawn groups: NaN
+                    values = np.nanmean(imputed[level][metric], axis=1).reshape(-1)
+            columns[f"{metric}_imputed"] = values
         return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
 
     def _grid(self, axes: Sequence[tuple[str, Sequence[str]]]) -> pd.DataFrame:
