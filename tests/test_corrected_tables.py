@@ -117,21 +117,26 @@ def test_ill_conditioned_correction_is_flagged_not_printed():
     assert tables["group_metrics"]["accuracy_corrected"].isna().all()
 
 
-def test_ground_truth_and_intersections_are_not_corrected():
-    predictions, confusion = _simulation(n=2000)
+@pytest.mark.parametrize("draws", [0, 20])
+def test_ground_truth_and_intersections_are_not_corrected(draws):
+    predictions, confusion = _simulation(n=2000, strategies=("baseline", "other"))
     predictions["gender"] = np.where(np.arange(len(predictions)) % 2, "Male", "Female")
     predictions["gender_source"] = "ground_truth"
     errors = {"race": LabelErrors("race", RACES, confusion, None)}
-    tables = fairness_tables(
-        predictions,
-        attributes=["gender", ["race", "gender"]],
-        classes=CLASSES,
-        draws=0,
-        corrections=errors,
-    )
-    status = tables["summary"].set_index("attribute")["correction"]
+    options = {
+        "attributes": ["race", "gender", ["race", "gender"]],
+        "classes": CLASSES,
+        "corrections": errors,
+    }
+    tables = fairness_tables(predictions, draws=draws, **options)
+    status = tables["summary"].drop_duplicates("attribute").set_index("attribute")["correction"]
+    assert status["race"] == "corrected"
     assert status["gender"] == "not needed: ground-truth labels"
     assert status["race x gender"] == "not corrected: intersection"
+    if draws:
+        comparison = compare_runs(predictions, draws=draws, **options)["by_seed"]
+        corrected = comparison[comparison["metric"].str.endswith("_corrected")]
+        assert set(corrected["attribute"]) == {"race"}
 
 
 def test_label_errors_read_the_in_domain_matrix_and_say_why_not():

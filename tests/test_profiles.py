@@ -26,6 +26,7 @@ EVERY_RULE = {
     "download_facenet_weights",
     "convert_facenet_weights",
     "embed_faces",
+    "render_fairface_domain",
     "match_race_labels",
     "augment_demographics",
     "train_model",

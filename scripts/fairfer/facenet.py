@@ -515,8 +515,8 @@ def _check_batch(batch: torch.Tensor) -> None:
 
 #: Channels of InceptionResnetV1's average-pooled layer (the bottleneck's input).
 POOLED_FEATURES = 1792
-#: Layers of InceptionResnetV1 up to the average pool, in forward order.
-_TRUNK = (
+#: The stem of InceptionResnetV1: its layers before the first Inception block, in order.
+STEM_LAYERS = (
     "conv2d_1a",
     "conv2d_2a",
     "conv2d_2b",
@@ -524,6 +524,10 @@ _TRUNK = (
     "conv2d_3b",
     "conv2d_4a",
     "conv2d_4b",
+)
+#: Layers of InceptionResnetV1 up to the average pool, in forward order.
+_TRUNK = (
+    *STEM_LAYERS,
     "repeat_1",
     "mixed_6a",
     "repeat_2",

@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from fairfer.embedding import crops_to_tensor
-from fairfer.facenet import build_facenet
+from fairfer.facenet import STEM_LAYERS, build_facenet
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,7 @@ FACENET_BLOCKS: tuple[str, ...] = (
     *(f"repeat_3.{i}" for i in range(5)),
     "block8",
 )
-_STEM = (
-    "conv2d_1a",
-    "conv2d_2a",
-    "conv2d_2b",
-    "maxpool_3a",
-    "conv2d_3b",
-    "conv2d_4a",
-    "conv2d_4b",
-)
+_STEM = STEM_LAYERS
 #: float16 halves the cache; activations of a trained network are far inside its range, and
 #: a non-finite value stops the run rather than training on it.
 CACHE_DTYPE = torch.float16

@@ -157,7 +157,8 @@ def fairness_tables(
         by_method = {
             method: by_attribute[groups.attribute]
             for method, by_attribute in replicates.items()
-            if method == "bootstrap" or imputed.intersection(groups.columns)
+            if method in INTERVAL_SUFFIXES
+            and (method == "bootstrap" or imputed.intersection(groups.columns))
         }
         corrected = _corrected(runs, groups, applicable, replicates, min_group_size)
         context = _Context(runs, groups, point, by_method, level, min_group_size, corrected)
@@ -282,7 +283,8 @@ def compare_runs(
         draws_by_method = {
             method: figures_[groups.attribute]["summary"]
             for method, figures_ in replicates.items()
-            if method == "bootstrap" or imputed.intersection(groups.columns)
+            if method in INTERVAL_SUFFIXES
+            and (method == "bootstrap" or imputed.intersection(groups.columns))
         }
         candidates = [(metric, point[metric], draws_by_method, metric) for metric in metrics]
         corrected = _corrected(runs, groups, applicable, replicates, min_group_size)
