@@ -172,8 +172,10 @@ def test_exp_run_with_a_training_parameter_reruns_only_training_and_tables(clone
 def test_metrics_and_plots_show_the_fairness_summary(clone):
     metrics = json.loads(run(clone, "dvc", "metrics", "show", "--json"))
     figures = next(iter(metrics.values()))["data"]["results/metrics.json"]["data"]
-    assert set(figures) == {"compact_cnn", "embedding_mlp"}
+    assert set(figures) == {"compact_cnn", "embedding_mlp", "group_labels"}
     assert 0 <= figures["compact_cnn"]["baseline"]["race"]["worst_group_accuracy"] <= 1
+    # The inferred labels' accuracy where used, tracked beside the models' figures.
+    assert 0 < figures["group_labels"]["attributes"]["race"]["in_domain"]["accuracy"] <= 1
     run(clone, "dvc", "plots", "show", "--out", "plots")
     page = (clone / "plots" / "index.html").read_text()
     figures = sorted((clone / "results/report/figures").glob("*.png"))

@@ -530,7 +530,11 @@ def test_generic_dataset_with_utkface_as_external_reference(generic_run):
     assert race["accuracy"] > 0.4 and 0 <= race["expected_calibration_error"] <= 1
     assert utkface["attributes"]["gender"]["accuracy"] > 0.65
     per_class = pd.read_csv(generic_run / "results/group_labels/classifier_per_class.csv")
-    assert set(per_class["evaluated_on"]) == {"fairface_valid", "utkface"}
+    assert set(per_class["evaluated_on"]) == {
+        "fairface_valid",
+        "fairface_valid_rendered",
+        "utkface",
+    }
     alignment = pd.read_csv(generic_run / "results/faces/alignment_report.csv")
     assert {"generic", "fairface", "utkface"} <= set(alignment["dataset"])
 
@@ -598,7 +602,8 @@ def test_finetuned_embeddings_feed_the_race_labels(finetuned_run):
     report = json.loads((workdir / "results/group_labels/classifier_report.json").read_text())
     assert report["embedder"] == "finetuned"
     assert "held out" in report["classifiers_fit_on"]
-    assert report["n_train"] == (roles["role"] == "selection").sum()
+    # The held-out images, clean and rendered like FER+ (fit_on: both).
+    assert report["n_train"] == 2 * (roles["role"] == "selection").sum()
     assert report["attributes"]["race"]["clean"]["accuracy"] > 0.25
     assert report["attributes"]["race"]["in_domain"]["accuracy"] > 0.2
     labels = read(workdir, "results/group_labels/ferplus.parquet")
