@@ -60,6 +60,7 @@ def fit(rows, x, attribute, args):
         cv_folds=args.cv_folds,
         calibration="temperature",
         seed=args.seed,
+        groups=rows["image_id"].to_numpy(),
     )
 
 

@@ -109,6 +109,7 @@ def main() -> None:
                 cv_folds=args.cv_folds,
                 calibration="temperature",
                 seed=args.seed,
+                groups=rows["image_id"].to_numpy(),
             )
             entry = {"fit_seconds": time.perf_counter() - start, "C": classifier.regularization}
             for name, (vx, vrows) in evaluations.items():

@@ -327,6 +327,7 @@ def main() -> None:
                     cv_folds=args.cv_folds,
                     calibration="temperature",
                     seed=args.seed,
+                    groups=fit_rows["image_id"].to_numpy(),
                 )
             seconds = time.perf_counter() - start
             result = {

@@ -250,6 +250,8 @@ def match(
             cv_folds=matching["cv_folds"],
             calibration=matching["calibration"],
             seed=seed,
+            # A clean image and its rendered copy stay in one cross-validation fold.
+            groups=train_rows["image_id"].to_numpy(),
         )
         entry: dict = {
             "classes": list(classes),

@@ -177,3 +177,34 @@ def test_pooling_without_subjects_changes_nothing():
     probabilities = np.array([[0.6, 0.4], [0.1, 0.9]])
     pooled, stats = pool_by_subject(probabilities, [None, None])
     assert (pooled == probabilities).all() and stats["n_subjects"] == 0
+
+
+def test_grouped_cross_validation_keeps_copies_of_an_image_in_one_fold(monkeypatch):
+    """A clean image and its rendered copy (same group) never straddle a CV split."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    seen = []
+    original = StratifiedGroupKFold.split
+
+    def record(self, x, y, groups=None):
+        for train, held_out in original(self, x, y, groups):
+            seen.append((set(groups[train]), set(groups[held_out])))
+            yield train, held_out
+
+    monkeypatch.setattr(StratifiedGroupKFold, "split", record)
+    x, y = blobs(40, ["a", "b"], spread=3.0, seed=4)
+    x = np.concatenate([x, x + 0.1])  # every image twice
+    groups = np.tile(np.arange(len(y)), 2)
+    fit_attribute_classifier(
+        x,
+        list(y) * 2,
+        attribute="race",
+        classes=["a", "b"],
+        regularization_grid=[1.0],
+        cv_folds=3,
+        calibration="temperature",
+        seed=0,
+        groups=groups,
+    )
+    assert len(seen) == 3
+    assert all(not (train & held_out) for train, held_out in seen)

@@ -18,7 +18,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -93,18 +93,31 @@ def fit_attribute_classifier(
     cv_folds: int,
     calibration: str,
     seed: int,
+    groups: Sequence[object] | None = None,
 ) -> AttributeClassifier:
-    """Select C by stratified CV on the reference training set, calibrate, refit on all of it."""
+    """Select C by stratified CV on the reference training set, calibrate, refit on all of it.
+
+    ``groups`` keeps the rows of one group in one fold (``StratifiedGroupKFold``): the clean
+    and the rendered copy of a FairFace image must not sit on both sides of a split, or the
+    cross-validated accuracy and the temperature fitted on out-of-fold scores would be
+    optimistic.
+    """
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise ValueError(f"{attribute} labels {unknown} are not among the classes {list(classes)}")
     y = np.array([index[name] for name in labels])
-    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    if groups is None:
+        splits = list(
+            StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed).split(embeddings, y)
+        )
+    else:
+        folds = StratifiedGroupKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+        splits = list(folds.split(embeddings, y, groups=np.asarray(groups)))
     best: tuple[float, float, np.ndarray] | None = None
     for regularization in regularization_grid:
         out_of_fold = np.zeros((len(y), len(classes)))
-        for train_index, held_out in folds.split(embeddings, y):
+        for train_index, held_out in splits:
             model = _make_model(regularization, seed).fit(embeddings[train_index], y[train_index])
             scores = class_scores(model, embeddings[held_out])
             out_of_fold[held_out] = np.full((len(held_out), len(classes)), -1e9)

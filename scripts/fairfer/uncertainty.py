@@ -148,8 +148,8 @@ def corrected_figures(
         ``group`` (``count``, ``accuracy``; shape (..., n_known + 1) in the order of
         ``groups.names`` then the unknown rows), ``group_class`` (``tpr`` (..., n_known, K)),
         ``summary`` (:data:`CORRECTED_METRICS`, over every class of the classifier, and
-        ``worst_group_index`` into ``errors.classes``) and ``diagnostics``
-        (``ill_conditioned``, ``clipped_share``, ``condition``). Ill-conditioned draws are NaN.
+        ``worst_group_index`` into ``errors.classes``, -1 where undefined) and
+        ``diagnostics`` (``ill_conditioned``, ``clipped_share``). Ill-conditioned draws are NaN.
     """
     classes = list(errors.classes)
     k, n_known = len(classes), groups.n_known
