@@ -289,6 +289,7 @@ def test_predictions_and_fairness_tables(run):
     config = yaml.safe_load((run / "config" / "config.yaml").read_text())
     strategies = list(config["strategies"])
     assert len(strategies) == 8
+    corrected_any = False
     comparison = read(run, "results/fairness/comparison.parquet")
     assert sorted(comparison["strategy"].unique()) == sorted(strategies)
     assert set(comparison["model"]) == {"compact_cnn", "embedding_mlp"}
@@ -342,16 +343,23 @@ def test_predictions_and_fairness_tables(run):
             assert status[attribute] == "corrected" or status[attribute].startswith(
                 "not corrected: "
             ), status[attribute]
-        assert status["gender"] == "corrected"
-        for column in ("accuracy_corrected", "count_corrected"):
+        for column in ("accuracy_corrected", "count_corrected", "accuracy_imputed"):
             assert column in groups.columns
-        gender = groups[(groups["attribute"] == "gender") & groups["known"]]
-        assert gender["accuracy_corrected"].between(0, 1).all()
-        assert gender["count_corrected"].sum() == pytest.approx(gender["count"].sum(), rel=0.1)
+        for attribute in ("race", "gender", "age"):
+            rows = groups[(groups["attribute"] == attribute) & groups["known"]]
+            if status[attribute] == "corrected":
+                corrected_any = True
+                assert rows["accuracy_corrected"].dropna().between(0, 1).all()
+                assert rows["count_corrected"].sum() == pytest.approx(rows["count"].sum(), rel=0.2)
+            else:
+                assert rows["accuracy_corrected"].isna().all()
         assert per_class["tpr_corrected"].dropna().between(0, 1).all()
         assert summary.set_index("attribute").loc["race", "accuracy_gap_imputed"] >= 0
-        gaps = summary[["accuracy_gap_corrected"]].dropna()
-        assert len(gaps) and gaps["accuracy_gap_corrected"].between(0, 1).all()
+        gaps = summary["accuracy_gap_corrected"].dropna()
+        assert gaps.between(0, 1).all()
+    # 2x2 gender confusion from 200 rendered val faces is well conditioned: some table of
+    # some strategy is corrected.
+    assert corrected_any
     assert comparison["estimate"].dropna().between(0, 1).all()
     # Two strategies from one seed must not be the same model.
     first = read(run, "results/predictions/compact_cnn/baseline/seed-0.parquet")
@@ -364,7 +372,7 @@ def test_predictions_and_fairness_tables(run):
     by_seed = read(run, "results/fairness/comparison_by_seed.parquet")
     assert len(by_seed) == (comparison["n_seeds"]).sum()
     corrected = comparison[comparison["metric"] == "accuracy_gap_corrected"]
-    assert "gender" in set(corrected["attribute"])
+    assert set(corrected["attribute"]) == {"race", "gender", "age"}
     metrics = json.loads((run / "results/metrics.json").read_text())
     assert set(metrics) == {"compact_cnn", "embedding_mlp", "group_labels"}
     labels = metrics.pop("group_labels")["attributes"]
