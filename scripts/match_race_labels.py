@@ -178,9 +178,9 @@ def match(
     """
     fit_on = matching.get("fit_on", "clean")
     reference, reference_x, metadata = labelled_embeddings(reference_shards, reference_manifest)
-    rendered, rendered_x = (None, None)
+    rendered, rendered_x, rendered_metadata = (None, None, None)
     if domain is not None:
-        rendered, rendered_x, _ = labelled_embeddings(*domain)
+        rendered, rendered_x, rendered_metadata = labelled_embeddings(*domain)
     train, rendered_train = fit_rows(reference, rendered, fit_on=fit_on, fit_subset=fit_subset)
     held_out = (reference["split"] == "valid").to_numpy()
     train_x = reference_x[train]
@@ -195,8 +195,8 @@ def match(
 
     target_ids, target_x, target_metadata = read_embeddings(target_shards)
     kinds = {"FairFace": metadata, "the emotion dataset": target_metadata}
-    if domain is not None:
-        kinds["rendered FairFace"] = read_embeddings(list(domain[0])[:1])[2]
+    if rendered_metadata is not None:
+        kinds["rendered FairFace"] = rendered_metadata
     found = {name: m.get("label_features", "embedding") for name, m in kinds.items()}
     if len(set(found.values())) > 1:
         raise ValueError(
@@ -290,7 +290,7 @@ def match(
             classifier, target_x, abstain_below=matching["abstain_below"], subjects=subjects
         )
         predicted.append(labelled)
-    if pooling and any(p["n_subjects"] for p in pooling.values()):
+    if any(p["n_subjects"] for p in pooling.values()):
         report["subject_pooling"] = pooling
     if external_references:
         report["external_evaluation"], external_tables = evaluate_external(

@@ -390,12 +390,18 @@ def corrected_composition_table(
             continue
         missing = [c for c in classes if c not in set(part["group"])]
         if missing:
-            filler = pd.DataFrame({"attribute": attribute, "split": split, "group": missing})
+            filler = pd.DataFrame(
+                {
+                    "attribute": attribute,
+                    "split": split,
+                    "group": missing,
+                    "label_accuracy": accuracy.get(attribute, np.nan),
+                }
+            )
             part = pd.concat([part, filler], ignore_index=True)
             for column in ("count", "abstained"):
                 part[column] = part[column].fillna(0).astype(np.int64)
             part["share"] = part["count"] / part["count"].sum()
-            part["label_accuracy"] = accuracy.get(attribute, np.nan)
         part = part.set_index("group").loc[classes].reset_index()
         observed = part["count"].to_numpy(dtype=np.float64)
         n = observed.sum()

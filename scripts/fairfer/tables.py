@@ -31,6 +31,7 @@ from fairfer.fairness import (
     align_runs,
     as_columns,
     confusion_counts,
+    figures,
     group_coding,
     label_note,
     label_sources,
@@ -43,7 +44,6 @@ from fairfer.uncertainty import (
     correction_status,
     percentile_interval,
     point_confusion,
-    point_figures,
     replicate_figures,
 )
 
@@ -153,14 +153,15 @@ def fairness_tables(
         for name in ("group_metrics", "group_class_metrics", "class_disparities", "summary")
     }
     for position, groups in enumerate(codings):
-        point = point_figures(runs, groups)
+        confusion = point_confusion(runs, groups)
+        point = figures(confusion)
         by_method = {
             method: by_attribute[groups.attribute]
             for method, by_attribute in replicates.items()
             if method in INTERVAL_SUFFIXES
             and (method == "bootstrap" or imputed.intersection(groups.columns))
         }
-        corrected = _corrected(runs, groups, applicable, replicates, min_group_size)
+        corrected = _corrected(confusion, groups, applicable, replicates, min_group_size)
         context = _Context(runs, groups, point, by_method, level, min_group_size, corrected)
         status = correction_status(groups, corrections, runs)
         if corrected is not None and corrected[0]["diagnostics"]["ill_conditioned"].all():
@@ -279,7 +280,8 @@ def compare_runs(
     cohorts = keys.groupby(seedless, sort=False).indices
     by_seed, over_seeds = [], []
     for groups in codings:
-        point = point_figures(runs, groups)["summary"]
+        confusion = point_confusion(runs, groups)
+        point = figures(confusion)["summary"]
         draws_by_method = {
             method: figures_[groups.attribute]["summary"]
             for method, figures_ in replicates.items()
@@ -287,7 +289,7 @@ def compare_runs(
             and (method == "bootstrap" or imputed.intersection(groups.columns))
         }
         candidates = [(metric, point[metric], draws_by_method, metric) for metric in metrics]
-        corrected = _corrected(runs, groups, applicable, replicates, min_group_size)
+        corrected = _corrected(confusion, groups, applicable, replicates, min_group_size)
         if corrected is not None:
             corrected_point, corrected_draws = corrected
             candidates += [
@@ -468,7 +470,7 @@ class _Context:
         table["share"] = (counts / counts.sum(axis=-1, keepdims=True)).reshape(-1)
         table["small_group"] = table["known"] & (table["count"] < self.min_group_size)
         table = self._with_metrics(table, "group", GROUP_METRICS)
-        table = self._with_corrected(table, "group")
+        table = self._with_label_error_figures(table, "group")
         return table[table["known"] | (table["count"] > 0)]
 
     def group_class_table(self) -> pd.DataFrame:
@@ -477,7 +479,7 @@ class _Context:
         table["small_group"] = np.repeat(counts < self.min_group_size, len(self.runs.classes))
         table["n_true"] = self.point["group_class"]["n_true"].reshape(-1).astype(np.int64)
         table = self._with_metrics(table, "group_class", GROUP_CLASS_METRICS)
-        return self._with_corrected(table, "group_class")
+        return self._with_label_error_figures(table, "group_class")
 
     def class_table(self) -> pd.DataFrame:
         table = self._grid([("class", self.runs.classes)])
@@ -525,26 +527,20 @@ class _Context:
         table["eo_worst_class"] = np.where(
             np.isnan(eo).all(axis=-1), None, np.asarray(self.runs.classes)[defined.argmax(axis=-1)]
         )
-        table = self._with_corrected(table, "summary")
-        worst, classes = None, None
-        if self.corrected is not None:
-            worst = self.corrected[0]["summary"]["worst_group_index"]
-            classes = np.asarray(self.corrected[0]["classes"], dtype=object)
-        table["worst_group_corrected"] = (
-            [None] * len(table)
-            if worst is None
-            else [classes[i] if i >= 0 else None for i in worst.reshape(-1)]
-        )
-        clipped = (
-            self.corrected[0]["diagnostics"]["clipped_share"].reshape(-1)
-            if self.corrected is not None
-            else np.nan
-        )
-        table["correction_clipped_share"] = clipped
+        table = self._with_label_error_figures(table, "summary")
+        if self.corrected is None:
+            table["worst_group_corrected"] = None
+            table["correction_clipped_share"] = np.nan
+        else:
+            point = self.corrected[0]
+            classes = np.asarray(point["classes"], dtype=object)
+            worst = point["summary"]["worst_group_index"].reshape(-1)
+            table["worst_group_corrected"] = [classes[i] if i >= 0 else None for i in worst]
+            table["correction_clipped_share"] = point["diagnostics"]["clipped_share"].reshape(-1)
         return table
 
-    def _with_corrected(self, table: pd.DataFrame, level: str) -> pd.DataFrame:
-        """Corrected figures of ``level`` (NaN where the attribute is not corrected)."""
+    def _with_label_error_figures(self, table: pd.DataFrame, level: str) -> pd.DataFrame:
+        """Corrected and imputed figures of ``level`` (NaN where the attribute has none)."""
         columns = {}
         for metric in CORRECTED_METRICS[level]:
             name = f"{metric}_corrected"
@@ -635,18 +631,19 @@ def _ill_conditioned_status(errors: LabelErrors) -> str:
 
 
 def _corrected(
-    runs: Runs,
+    confusion: np.ndarray,
     groups: Groups,
     applicable: Mapping[str, LabelErrors],
     replicates: Mapping[str, Mapping[str, dict]],
     min_group_size: int,
 ) -> tuple[dict, dict | None] | None:
-    """Point and replicate corrected figures of one attribute, or None if not corrected."""
+    """Point and replicate corrected figures of one attribute, or None if not corrected;
+    ``confusion`` is the attribute's observed counts (:func:`point_confusion`)."""
     errors = applicable.get(groups.attribute)
     if errors is None:
         return None
     point = corrected_figures(
-        point_confusion(runs, groups),
+        confusion,
         groups,
         errors,
         errors.misclassification(),

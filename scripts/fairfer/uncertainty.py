@@ -207,19 +207,13 @@ def applicable_corrections(
     corrections: Mapping[str, LabelErrors] | None,
     runs: Runs,
 ) -> dict[str, LabelErrors]:
-    """The attributes whose tables are corrected: one inferred column with an in-domain
-    confusion matrix (intersections and ground-truth labels are not corrected)."""
-    found = {}
-    for groups in attributes:
-        if len(groups.columns) != 1 or not corrections:
-            continue
-        errors = corrections.get(groups.columns[0])
-        if errors is None or errors.reason is not None:
-            continue
-        if label_sources(runs.images, groups.columns) != "inferred":
-            continue
-        found[groups.attribute] = errors
-    return found
+    """The attributes whose tables are corrected (:func:`correction_status` "corrected"): one
+    inferred column with an in-domain confusion matrix."""
+    return {
+        groups.attribute: corrections[groups.columns[0]]
+        for groups in attributes
+        if correction_status(groups, corrections, runs) == "corrected"
+    }
 
 
 def correction_status(
