@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 from fairfer import rafdb
+from fairfer.dataset_checks import check_splits
 from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ def ingest(
     *,
     settings: dict,
     seed: int,
+    checks: dict | None = None,
 ) -> dict:
     manifest, report = rafdb.build_manifest(
         root,
@@ -26,6 +28,14 @@ def ingest(
         seed=seed,
     )
     manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
+    checks = checks or {}
+    manifest, report["checks"] = check_splits(
+        manifest,
+        dataset="rafdb",
+        class_absent_from_train=checks.get("class_absent_from_train", "drop"),
+        attributes=["race", "gender", "age"],
+        min_group_size=checks.get("min_group_size", 30),
+    )
     report = publish_manifest(
         manifest, root, manifest_path, report, report_path, rejects_path=rejects_path
     )
@@ -44,4 +54,5 @@ if __name__ == "__main__":
         Path(snakemake.output.rejects),
         settings=snakemake.params.rafdb,
         seed=snakemake.params.seed,
+        checks=snakemake.params.checks,
     )

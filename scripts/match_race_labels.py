@@ -28,7 +28,13 @@ from fairfer.race_matching import (
     label_targets,
     prefer_ground_truth,
 )
-from fairfer.schemas import ATTRIBUTE_CLASSES, GROUP_LABELS, schema_metadata, write_parquet
+from fairfer.schemas import (
+    ATTRIBUTE_CLASSES,
+    extra_attributes_of,
+    group_labels_schema,
+    schema_metadata,
+    write_parquet,
+)
 from fairfer.uncertainty import label_accuracies
 
 logger = logging.getLogger(__name__)
@@ -205,9 +211,10 @@ def match(
             "embed_faces for all of them (snakemake --forcerun embed_faces)."
         )
     has_subjects = "subject_id" in pq.read_schema(target_manifest).names
+    extra = extra_attributes_of(target_manifest)
     manifest_ids = pq.read_table(
         target_manifest,
-        columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES]
+        columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES, *extra]
         + (["subject_id"] if has_subjects else []),
     ).to_pandas()
     if not has_subjects:
@@ -310,6 +317,14 @@ def match(
     group_labels, report["ground_truth_attributes"] = prefer_ground_truth(
         group_labels, manifest_ids, ATTRIBUTE_CLASSES
     )
+    # Attributes beyond race, gender and age are the dataset's own columns, never inferred.
+    truth = manifest_ids.set_index("image_id")
+    for attribute in extra:
+        group_labels[attribute] = truth[attribute].reindex(group_labels["image_id"]).to_numpy()
+        group_labels[f"{attribute}_source"] = "ground_truth"
+        group_labels[f"{attribute}_abstained"] = False
+    report["ground_truth_attributes"] += extra
+    report["extra_attributes"] = extra
     per_class = pd.concat(per_class_tables, ignore_index=True)
     return (
         group_labels,
@@ -345,11 +360,12 @@ if __name__ == "__main__":
         ),
         domain_render=snakemake.params.domain_render,
     )
-    write_parquet(group_labels, snakemake.output.labels, GROUP_LABELS)
+    extra = report["extra_attributes"]
+    write_parquet(group_labels, snakemake.output.labels, group_labels_schema(extra))
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")
     per_class.to_csv(snakemake.output.per_class, index=False)
     table = corrected_composition_table(
-        composition(group_labels, list(ATTRIBUTE_CLASSES)),
+        composition(group_labels, [*ATTRIBUTE_CLASSES, *extra]),
         label_errors(report, **snakemake.params.matching["correction"]),
         label_accuracies(report),
         draws=snakemake.params.uncertainty["draws"],

@@ -23,6 +23,7 @@ from fairfer.schemas import (
     ATTRIBUTES,
     AUGMENTED,
     MANIFEST,
+    extra_attributes_of,
     predictions_schema,
     read_checked,
     write_parquet,
@@ -47,11 +48,15 @@ from fairfer.training_data import (
 
 logger = logging.getLogger(__name__)
 
-GROUP_COLUMNS = [
-    column
-    for attribute in ATTRIBUTES
-    for column in (attribute, f"{attribute}_source", f"{attribute}_confidence")
-]
+
+def group_columns(extra_attributes: list[str]) -> list[str]:
+    """Group-label columns carried into the predictions: race, gender and age with source and
+    confidence, and each attribute the dataset provides beyond them with its source."""
+    return [
+        column
+        for attribute in ATTRIBUTES
+        for column in (attribute, f"{attribute}_source", f"{attribute}_confidence")
+    ] + [column for attribute in extra_attributes for column in (attribute, f"{attribute}_source")]
 
 
 def emotion_rows(manifest_path: Path, group_labels_path: Path | None) -> pd.DataFrame:
@@ -60,16 +65,19 @@ def emotion_rows(manifest_path: Path, group_labels_path: Path | None) -> pd.Data
     if group_labels_path is None:
         return read_checked(manifest_path, MANIFEST, [*columns, *ATTRIBUTES]).to_pandas()
     manifest = read_checked(manifest_path, MANIFEST, columns).to_pandas()
-    labels = pq.read_table(group_labels_path, columns=["image_id", *GROUP_COLUMNS]).to_pandas()
+    extra = extra_attributes_of(group_labels_path)
+    labels = pq.read_table(
+        group_labels_path, columns=["image_id", *group_columns(extra)]
+    ).to_pandas()
     return manifest.merge(labels, on="image_id", how="left", validate="one_to_one")
 
 
-def augmented_pool(augmented_path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+def augmented_pool(augmented_path: Path, rows: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
     """The augmented training set with every copy's demographics taken from its source."""
     augmented = read_checked(
         augmented_path, AUGMENTED, ["sample_id", "source_image_id", "emotion", "image"]
     ).to_pandas()
-    demographics = rows.set_index("image_id")[[*ATTRIBUTES, "dataset"]]
+    demographics = rows.set_index("image_id")[[*attributes, "dataset"]]
     return augmented.join(demographics, on="source_image_id").assign(
         image_id=augmented["sample_id"], input_id=augmented["source_image_id"]
     )
@@ -105,6 +113,7 @@ def run(
 ) -> pd.DataFrame:
     spec = ModelSpec.from_config(model_params)
     rows = emotion_rows(inputs["manifest"][0], inputs["group_labels"][0])
+    extra = extra_attributes_of(inputs["group_labels"][0])
     lookup = input_lookup(spec, inputs.get("model_inputs", []))
     rows["input_id"] = rows["image_id"]
     train_rows, valid_rows, test_rows = (
@@ -112,16 +121,18 @@ def run(
     )
     classes = dataset_classes(train_rows)
     pool_rows = (
-        augmented_pool(inputs["augmented"][0], train_rows)
+        augmented_pool(inputs["augmented"][0], train_rows, [*ATTRIBUTES, *extra])
         if strategy in AUGMENTATION_STRATEGIES
         else train_rows
     )
     lookups = {"primary": lookup}
     parts = {"train": pool_rows, "valid": valid_rows, "test": test_rows}
-    attributes = list(ATTRIBUTES)
+    attributes = [*ATTRIBUTES, *extra]
     if strategy_params.get("second_dataset"):
         attributes.append("dataset")
         second = emotion_rows(inputs["second_manifest"][0], None)
+        # The second dataset lacks the first one's own attributes: its images' are unknown.
+        second = second.assign(**{attribute: None for attribute in extra})
         second = second[second["emotion"].isin(classes)].assign(input_id=second["image_id"])
         lookups["second"] = input_lookup(spec, inputs.get("second_model_inputs", []))
         parts["second_train"] = labelled_split(second, "train")
@@ -197,14 +208,14 @@ def run(
 
     test_x, test_frame = decoded["test"]
     probabilities = predict_proba(network, test_x, runtime=runtime)
-    predictions = test_frame[["image_id", *GROUP_COLUMNS]].copy()
+    predictions = test_frame[["image_id", *group_columns(extra)]].copy()
     predictions["strategy"] = strategy
     predictions["model"] = model
     predictions["seed"] = seed
     predictions["y_true"] = test_frame["emotion"].to_numpy()
     predictions["y_pred"] = np.asarray(classes)[probabilities.argmax(axis=1)]
     predictions["probabilities"] = list(probabilities.astype(np.float32))
-    write_parquet(predictions, predictions_path, predictions_schema(classes))
+    write_parquet(predictions, predictions_path, predictions_schema(classes, extra))
     accuracy = float((predictions["y_true"] == predictions["y_pred"]).mean())
     logger.info("%s: test accuracy %.4f", runtime.description, accuracy)
 

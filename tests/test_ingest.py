@@ -105,7 +105,8 @@ def test_fairface_manifest_counts_missing_images(tmp_path):
         }
     ).to_csv(labels, index=False)
     manifest, report = fairface.build_manifest(tmp_path, {"train": labels})
-    assert manifest["image_id"].tolist() == ["train/1"]
+    # Both kept: publish_manifest rejects the missing one as missing_file.
+    assert manifest["image_id"].tolist() == ["train/1", "train/2"]
     assert report == {"labelled_images_missing_from_archive": 1}
 
 

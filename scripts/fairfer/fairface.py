@@ -51,7 +51,8 @@ def build_manifest(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Manifest rows (without image bytes) for the labelled FairFace images under ``image_root``.
 
-    Labelled files absent from the archive are counted (not silently dropped) in the report.
+    Labelled files absent from the archive are counted in the report and kept, for
+    :func:`fairfer.schemas.publish_manifest` to reject as ``missing_file``.
     """
     frames = [read_labels(path, split=split) for split, path in label_paths.items()]
     manifest = pd.concat(frames, ignore_index=True)
@@ -59,11 +60,11 @@ def build_manifest(
     present = manifest["file"].map(lambda name: (Path(image_root) / name).is_file())
     report = {"labelled_images_missing_from_archive": int((~present).sum())}
     if report["labelled_images_missing_from_archive"]:
+        # Kept: publish_manifest rejects them (reason missing_file), so rows_in counts them.
         logger.warning(
-            "%d labelled FairFace images are not in the archive",
+            "%d labelled FairFace images are not in the archive (rejected as missing_file)",
             report["labelled_images_missing_from_archive"],
         )
-    manifest = manifest[present].reset_index(drop=True)
     manifest["source_path"] = manifest["file"]
     manifest["image_id"] = manifest["file"].str.rsplit(".", n=1).str[0]
     manifest["dataset"] = "fairface"

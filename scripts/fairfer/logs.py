@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from fairfer.errors import UserError
+
 
 def configure_logging(
     log_path: str | os.PathLike[str] | None, *, level: int = logging.INFO
@@ -24,6 +26,22 @@ def configure_logging(
     )
 
     def log_uncaught(kind, value, traceback):
+        if isinstance(value, UserError):
+            # The user's to fix: one paragraph on stderr, the traceback in the log file only.
+            for handler in handlers[1:]:
+                handler.handle(
+                    logging.makeLogRecord(
+                        {
+                            "name": "fairfer",
+                            "levelno": logging.CRITICAL,
+                            "levelname": "CRITICAL",
+                            "msg": str(value),
+                            "exc_info": (kind, value, traceback),
+                        }
+                    )
+                )
+            print(f"fairfer: {value}", file=sys.stderr)
+            return
         logging.getLogger("fairfer").critical("uncaught error", exc_info=(kind, value, traceback))
 
     sys.excepthook = log_uncaught

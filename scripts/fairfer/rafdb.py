@@ -253,7 +253,7 @@ def build_manifest(
         Rows with the adapters' manifest columns, splits ``train`` and ``test`` only. Race,
         gender and age come from ``Annotation/manual`` when present (null otherwise, and an
         "unsure" gender is null). The report counts ``images``,
-        ``labelled_images_missing`` (listed but absent, dropped),
+        ``labelled_images_missing`` (listed but absent: rejected at publishing),
         ``images_without_attribute_file`` and ``gender_unsure``, and names the ``layout``.
     """
     root = Path(root)
@@ -292,12 +292,12 @@ def build_manifest(
         "labelled_images_missing": int((~present).sum()),
     }
     if report["labelled_images_missing"]:
+        # Kept: publish_manifest rejects them (reason missing_file), so rows_in counts them.
         logger.warning(
-            "%d labelled RAF-DB images are missing, e.g. %s",
+            "%d labelled RAF-DB images are missing (rejected as missing_file), e.g. %s",
             report["labelled_images_missing"],
             list(manifest.loc[~present, "source_path"].head(3)),
         )
-    manifest = manifest[present].reset_index(drop=True)
     manifest = sample_splits(manifest, sample_per_split, seed=seed)
 
     attribute_paths = [

@@ -85,6 +85,28 @@ MANIFEST = pa.schema(
     metadata={"emotion_votes_order": json.dumps(FERPLUS_VOTE_COLUMNS)},
 )
 
+
+def manifest_schema(extra_attributes: Sequence[str] = ()) -> pa.Schema:
+    """:data:`MANIFEST` plus one string column per sensitive attribute beyond race, gender and
+    age that the dataset provides (``country``, ``skin_tone``, ...), listed in the metadata."""
+    if not extra_attributes:
+        return MANIFEST
+    clash = [name for name in extra_attributes if name in MANIFEST.names]
+    if clash:
+        raise ValueError(f"attribute names {clash} are manifest columns; rename them")
+    schema = MANIFEST
+    for name in extra_attributes:
+        schema = schema.insert(schema.get_field_index("subject_id"), pa.field(name, pa.string()))
+    return schema.with_metadata(
+        {**MANIFEST.metadata, b"extra_attributes": json.dumps(list(extra_attributes)).encode()}
+    )
+
+
+def extra_attributes_of(path: str | os.PathLike[str]) -> list[str]:
+    """The attributes beyond race, gender and age a manifest or group-labels file carries."""
+    return json.loads(schema_metadata(path).get("extra_attributes", "[]"))
+
+
 #: Rows an ingest rule could not put in its manifest, and why.
 INGEST_REJECTS = pa.schema(
     [
@@ -166,8 +188,12 @@ FINETUNE_ROLES = pa.schema(
 )
 
 
-def group_labels_schema() -> pa.Schema:
-    """Schema of the demographic labels attached to every emotion-dataset image."""
+def group_labels_schema(extra_attributes: Sequence[str] = ()) -> pa.Schema:
+    """Schema of the demographic labels attached to every emotion-dataset image.
+
+    Race, gender and age carry a source, an inferred posterior and a confidence; an attribute
+    the dataset provides beyond them (``extra_attributes``) is ground truth only.
+    """
     fields = [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("dataset", pa.string(), nullable=False),
@@ -181,10 +207,15 @@ def group_labels_schema() -> pa.Schema:
             pa.field(f"{attribute}_probabilities", pa.list_(pa.float32(), len(classes))),
             pa.field(f"{attribute}_abstained", pa.bool_(), nullable=False),
         ]
-    return pa.schema(
-        fields,
-        metadata={f"{a}_classes": json.dumps(c) for a, c in ATTRIBUTE_CLASSES.items()},
-    )
+    for attribute in extra_attributes:
+        fields += [
+            pa.field(attribute, pa.string()),
+            pa.field(f"{attribute}_source", pa.string(), nullable=False),
+        ]
+    metadata = {f"{a}_classes": json.dumps(c) for a, c in ATTRIBUTE_CLASSES.items()}
+    if extra_attributes:
+        metadata["extra_attributes"] = json.dumps(list(extra_attributes))
+    return pa.schema(fields, metadata=metadata)
 
 
 GROUP_LABELS = group_labels_schema()
@@ -203,7 +234,9 @@ AUGMENTED = pa.schema(
 )
 
 
-def predictions_schema(classes: Sequence[str] = EMOTIONS) -> pa.Schema:
+def predictions_schema(
+    classes: Sequence[str] = EMOTIONS, extra_attributes: Sequence[str] = ()
+) -> pa.Schema:
     """Schema shared by the test-set predictions of every strategy x model x seed."""
     fields = [
         pa.field("image_id", pa.string(), nullable=False),
@@ -220,7 +253,15 @@ def predictions_schema(classes: Sequence[str] = EMOTIONS) -> pa.Schema:
             pa.field(f"{attribute}_source", pa.string(), nullable=False),
             pa.field(f"{attribute}_confidence", pa.float32()),
         ]
-    return pa.schema(fields, metadata={"classes": json.dumps(list(classes))})
+    for attribute in extra_attributes:
+        fields += [
+            pa.field(attribute, pa.string()),
+            pa.field(f"{attribute}_source", pa.string(), nullable=False),
+        ]
+    metadata = {"classes": json.dumps(list(classes))}
+    if extra_attributes:
+        metadata["extra_attributes"] = json.dumps(list(extra_attributes))
+    return pa.schema(fields, metadata=metadata)
 
 
 def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -288,6 +329,7 @@ def publish_manifest(
     *,
     rejects_path: Path,
     batch_rows: int = 1024,
+    extra_attributes: Sequence[str] = (),
 ) -> dict:
     """Attach each image's bytes as stored and write the manifest, its rejects and a report.
 
@@ -295,7 +337,9 @@ def publish_manifest(
     A row whose ``image_id`` repeats an earlier row's, whose file is missing or unreadable, or
     whose bytes do not decode to an image within Pillow's size limit goes to ``rejects_path``
     (schema :data:`INGEST_REJECTS`) with its reason instead of the manifest; every other rule
-    can therefore rely on unique ids and decodable images. The JSON report reconciles:
+    can therefore rely on unique ids and decodable images. ``extra_attributes`` are the
+    dataset's attribute columns beyond race, gender and age (:func:`manifest_schema`). The
+    JSON report reconciles:
     ``rows_in = rows + sum(rejected.values())``. Bytes are read from
     ``image_root / source_path`` unless the adapter already encoded them (an ``image`` column,
     as for ``fer2013.csv`` whose pixels are not files); those are checked the same way.
@@ -333,9 +377,10 @@ def publish_manifest(
                         "detail": reason[1],
                     }
                 )
-            yield table_from_frame(chunk.iloc[keep].assign(image=images), MANIFEST)
+            yield table_from_frame(chunk.iloc[keep].assign(image=images), schema)
 
-    write_parquet(batches(), manifest_path, MANIFEST)
+    schema = manifest_schema(extra_attributes)
+    write_parquet(batches(), manifest_path, schema)
     rejected = pd.DataFrame(rejects, columns=INGEST_REJECTS.names)
     write_parquet(rejected, rejects_path, INGEST_REJECTS)
     report = {

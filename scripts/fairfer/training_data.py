@@ -150,9 +150,10 @@ def labelled_split(frame: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def dataset_classes(labelled: pd.DataFrame) -> list[str]:
-    """The emotions a dataset uses, in the canonical FER+ order (RAF-DB lacks contempt)."""
-    present = set(labelled["emotion"])
-    return [emotion for emotion in EMOTIONS if emotion in present]
+    """The emotions a dataset uses: FER+'s in their canonical order (RAF-DB lacks contempt),
+    then any others of the dataset's own vocabulary, sorted."""
+    present = set(labelled["emotion"].dropna())
+    return [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
 
 
 def read_embeddings(paths: Sequence[str | Path]) -> pd.Series:

@@ -2,11 +2,27 @@ import ast
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
+SCRIPTS = Path(workflow.basedir).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+from fairfer.config_checks import coerce_strings, config_error  # noqa: E402
 
+CONFIG_SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+_schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
+# --config hands nested values over as strings; read them as the schema's types.
+_coerced = coerce_strings(dict(config), _schema)
+config.clear()
+config.update(_coerced)
+_problem = config_error(config, _schema, where=os.path.relpath(CONFIG_SCHEMA))
+if _problem:
+    # One paragraph instead of Snakemake's dump of the whole schema.
+    raise ValueError(_problem)
+# Fills in the schema's defaults.
 validate(config, schema="../schemas/config.schema.yaml")
 
 EMOTION_DATASET = config["emotion_dataset"]
@@ -25,10 +41,14 @@ DATASETS = [EMOTION_DATASET, "fairface", DOMAIN_DATASET, *EXTERNAL_REFERENCES]
 # Datasets read from a folder: placed by hand ("manual") or unpacked from an archive by
 # download_dataset. FairFace has its own download rule (download_fairface).
 # Second emotion dataset of cross-dataset dynamic weighting, if configured.
-SECOND_DATASET = config["strategies"].get("dynamic_weighting", {}).get("second_dataset")
+SECOND_DATASET = (
+    config["strategies"].get("dynamic_weighting", {}).get("second_dataset")
+    if "dynamic_weighting" in config["training"]["strategies"]
+    else None
+)
 FOLDER_DATASETS = [EMOTION_DATASET, *EXTERNAL_REFERENCES, *[d for d in [SECOND_DATASET] if d]]
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
-STRATEGIES = list(config["strategies"])
+STRATEGIES = list(config["training"]["strategies"])
 # Every comparison is against this strategy (check_strategies makes sure it is configured).
 BASELINE = "baseline"
 MODELS = list(config["training"]["models"])
@@ -62,10 +82,54 @@ FACE_DATASETS = DATASETS + [d for d in [SECOND_DATASET] if d and d not in DATASE
 SHARDS = list(range(config["alignment"]["shards"]))
 
 
+# Attributes a run analyses beyond race, gender and age (inferred where a dataset lacks them):
+# columns of the emotion dataset, never invented. From fairness.attributes, the strategies'
+# groups and report.gradcam.attribute.
+INFERABLE_ATTRIBUTES = ["race", "gender", "age"]
+
+
+def _attribute_names(value):
+    if isinstance(value, str):
+        return [value]
+    return [name for item in value or [] for name in _attribute_names(item)]
+
+
+EXTRA_ATTRIBUTES = list(
+    dict.fromkeys(
+        name
+        for name in _attribute_names(config["fairness"]["attributes"])
+        + [
+            name
+            for strategy in STRATEGIES
+            for key in ("groups", "attributes", "cells")
+            for name in _attribute_names(config["strategies"].get(strategy, {}).get(key))
+        ]
+        + [config["report"]["gradcam"]["attribute"]]
+        if name not in INFERABLE_ATTRIBUTES and name not in ("emotion", "dataset")
+    )
+)
+
+
 def check_strategies():
+    undefined = [s for s in STRATEGIES if s not in config["strategies"]]
+    if undefined:
+        raise ValueError(
+            f"config key training.strategies names {undefined}, which are not defined under "
+            f"strategies (defined: {sorted(config['strategies'])}). Define them there, or "
+            "remove them from the list."
+        )
     if BASELINE not in STRATEGIES:
         raise ValueError(
-            f"config key strategies must include {BASELINE!r}: every table compares against it"
+            f"config key training.strategies is {STRATEGIES}: it must include {BASELINE!r}, "
+            "which every table compares against. Add it to the list."
+        )
+    if EXTRA_ATTRIBUTES and EMOTION_DATASET != "generic":
+        raise ValueError(
+            f"config names the attributes {EXTRA_ATTRIBUTES} (fairness.attributes, a "
+            f"strategy's groups or report.gradcam.attribute), but emotion_dataset "
+            f"{EMOTION_DATASET} provides only race, gender and age; other attributes are "
+            "never invented. Remove them, or use a generic dataset (emotion_dataset: generic) "
+            "whose CSV has those columns."
         )
     reserved = [name for name in [*MODELS, *STRATEGIES] if name == "group_labels"]
     if reserved:
@@ -117,6 +181,8 @@ EXPECTED_LAYOUTS = {
     "generic/folder_sets": "images/<set_id>/*.jpg (datasets.generic.image_glob) and a CSV "
     "(datasets.generic.metadata_csv) with one row per set: set_id and optional emotion, race, "
     "gender, age, subject_id, split",
+    "generic/class_folders": "one folder per emotion, <emotion>/<image> (e.g. happy/0001.png), "
+    "optionally under split folders train/, val/, test/",
     "utkface": "UTKFace images named [age]_[gender]_[race]_[date&time].jpg (or .jpg.chip.jpg), "
     "e.g. the folder UTKFace/ of the aligned-and-cropped release",
     "fairface": "the official FairFace zip (fairface-img-margin025-trainval.zip or "
@@ -162,6 +228,8 @@ def required_files(dataset):
         layouts = {"official": official, "kaggle": kaggle, "auto": official + kaggle}
         return [layouts[settings["layout"]]]
     if dataset == "generic":
+        if settings["format"] == "class_folders":
+            return []
         key = "manifest_csv" if settings["format"] == "csv" else "metadata_csv"
         return [(settings[key],)]
     return []
@@ -248,6 +316,14 @@ def check_dataset_paths():
 
 check_strategies()
 check_dataset_paths()
+
+
+def ingest_checks():
+    """Settings of the split checks at ingest (fairfer.dataset_checks)."""
+    return {
+        "class_absent_from_train": config["ingest"]["class_absent_from_train"],
+        "min_group_size": config["fairness"]["min_group_size"],
+    }
 
 
 def dataset_config(wildcards):
@@ -373,9 +449,6 @@ def all_outputs():
         "results/group_labels/composition.png",
         "results/faces/alignment_report.csv",
     ]
-
-
-SCRIPTS = Path(workflow.basedir).parent / "scripts"
 
 
 def package_modules(rule_script):

@@ -124,6 +124,7 @@ rule ingest_rafdb:
         root=dataset_root("rafdb"),
         rafdb=config["datasets"]["rafdb"],
         seed=config["seed"],
+        checks=ingest_checks(),
     log:
         "logs/ingest_rafdb.log",
     benchmark:
@@ -150,6 +151,12 @@ rule ingest_generic:
         root=dataset_root("generic"),
         generic=config["datasets"]["generic"],
         seed=config["seed"],
+        attributes={
+            "extra": EXTRA_ATTRIBUTES,
+            "binning": config["fairness"]["binning"],
+            "value_aliases": config["fairness"]["value_aliases"],
+        },
+        checks=ingest_checks(),
     log:
         "logs/ingest_generic.log",
     benchmark:

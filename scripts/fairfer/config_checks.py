@@ -1,0 +1,162 @@
+"""The run's configuration checked against its JSON schema, with errors a user can act on.
+
+Snakemake's own validation prints the whole schema on a failure (thousands of lines for one
+misspelled key) and ``--config key=value`` hands nested values over as strings
+(``--config fairness='{min_group_size: 10}'`` gives ``"10"``). :func:`coerce_strings` reads such
+strings as YAML where the schema wants a number, a boolean, null or a list, and
+:func:`config_error` explains the first real problem in one paragraph: the key, the value
+found, what is allowed and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+def _resolve(schema: Mapping, root: Mapping) -> Mapping:
+    while isinstance(schema, Mapping) and "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _types(schema: Mapping, root: Mapping) -> set[str]:
+    schema = _resolve(schema, root)
+    declared = schema.get("type")
+    types = set([declared] if isinstance(declared, str) else declared or [])
+    if "enum" in schema:
+        types |= {
+            {bool: "boolean", int: "integer", float: "number", str: "string"}.get(type(v), "null")
+            for v in schema["enum"]
+        }
+    for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
+        types |= _types(branch, root)
+    return types
+
+
+def _child(schema: Mapping, key: Any, root: Mapping) -> Mapping | None:
+    schema = _resolve(schema, root)
+    if isinstance(key, int):
+        items = schema.get("items")
+        return items if isinstance(items, Mapping) else None
+    if key in schema.get("properties", {}):
+        return schema["properties"][key]
+    for pattern_schema in schema.get("patternProperties", {}).values():
+        return pattern_schema
+    additional = schema.get("additionalProperties")
+    return additional if isinstance(additional, Mapping) else None
+
+
+def coerce_strings(config: Any, schema: Mapping, root: Mapping | None = None) -> Any:
+    """``config`` with strings read as YAML wherever the schema does not allow a string there.
+
+    A string stays a string where the schema allows one, or where YAML gives a value of a type
+    the schema does not allow either (validation then names it).
+    """
+    root = schema if root is None else root
+    if isinstance(config, dict):
+        result = {}
+        for key, value in config.items():
+            child = _child(schema, key, root)
+            result[key] = coerce_strings(value, child, root) if child is not None else value
+        return result
+    if isinstance(config, list):
+        child = _child(schema, 0, root)
+        return [coerce_strings(v, child, root) if child is not None else v for v in config]
+    if isinstance(config, str):
+        types = _types(schema, root)
+        if not types or "string" in types:
+            return config
+        try:
+            value = yaml.safe_load(config)
+        except yaml.YAMLError:
+            return config
+        found = {
+            bool: "boolean",
+            int: "integer",
+            float: "number",
+            type(None): "null",
+            list: "array",
+            dict: "object",
+        }.get(type(value))
+        allowed = types | ({"number"} if "integer" in types and found == "integer" else set())
+        if found in allowed or (found == "integer" and "number" in types):
+            return coerce_strings(value, schema, root)
+    return config
+
+
+def _key(path: Any) -> str:
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in path]
+    return "".join(parts).lstrip(".") or "(top level)"
+
+
+def _allowed(error: jsonschema.ValidationError, root: Mapping) -> str:
+    schema = _resolve(error.schema, root)
+    validator = error.validator
+    if validator == "enum":
+        return f"one of {list(schema['enum'])}"
+    if validator == "type":
+        return f"a value of type {schema['type']}"
+    if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        bounds = {
+            "minimum": ">=",
+            "exclusiveMinimum": ">",
+            "maximum": "<=",
+            "exclusiveMaximum": "<",
+        }
+        limits = [f"{bounds[k]} {schema[k]}" for k in bounds if k in schema]
+        return "a number " + " and ".join(limits)
+    if validator == "pattern":
+        return f"a name matching {schema['pattern']}"
+    if validator in ("minItems", "maxItems", "uniqueItems"):
+        return f"a list with {validator} {schema[validator]}"
+    if validator == "required":
+        return f"the keys {schema['required']}"
+    return f"what the schema's {validator!r} rule allows"
+
+
+def config_error(config: Mapping, schema: Mapping, *, where: str) -> str | None:
+    """One paragraph on the first problem of ``config`` (None when it is valid).
+
+    ``where`` names the schema file, for a user who wants the full description.
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    key = _key(error.absolute_path)
+    fix = (
+        "Correct it in your --configfile overlay (or --config), or drop the key to keep the "
+        f"shipped value; {where} describes every key."
+    )
+    if error.validator == "additionalProperties":
+        schema_here = _resolve(error.schema, schema)
+        known = sorted(schema_here.get("properties", {}))
+        unknown = [k for k in error.instance if k not in known] if known else []
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return (
+            f"Config key {key}: unknown key {', '.join(hints) or error.message}. Allowed keys "
+            f"there: {known}. {fix}"
+        )
+    description = _resolve(error.schema, schema).get("description")
+    shown = repr(error.instance)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    if error.validator == "oneOf" and isinstance(error.instance, (str, list)):
+        allowed = "a name or a list of names (an intersection)"
+    else:
+        allowed = _allowed(error, schema)
+    text = f"Config key {key}: found {shown}; allowed: {allowed}."
+    if description:
+        text += f" ({' '.join(str(description).split())})"
+    return f"{text} {fix}"

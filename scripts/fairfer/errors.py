@@ -1,0 +1,21 @@
+"""Errors that are the user's to fix (bad configuration, bad data), told in one paragraph.
+
+A rule script that fails with one of these prints only its message on stderr (the key or file,
+what was found, what is allowed, the fix); its traceback goes to the rule's log file alone.
+Every other exception is an internal error and keeps its traceback on stderr too
+(:func:`fairfer.logs.configure_logging`).
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A problem with the user's configuration or data, explained in one paragraph."""
+
+
+class DatasetError(UserError):
+    """A dataset that cannot be read as configured."""
+
+
+class MissingDataError(DatasetError, FileNotFoundError):
+    """A dataset file or folder that is not where the configuration says."""
