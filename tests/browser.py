@@ -25,6 +25,13 @@ window.addEventListener("load", () => {
     tables: document.querySelectorAll("table").length,
     rows: document.querySelectorAll("tbody tr").length,
     resources: performance.getEntriesByType("resource").map((e) => e.name),
+    page_width: document.documentElement.scrollWidth,
+    viewport_width: window.innerWidth,
+    // Tables wider than their box scroll inside it instead of widening the page.
+    scrolling_boxes: [...document.querySelectorAll(".scroll")].filter(
+      (e) => e.scrollWidth > e.clientWidth).length,
+    unboxed_wide_tables: [...document.querySelectorAll("table")].filter(
+      (t) => t.getBoundingClientRect().right > window.innerWidth && !t.closest(".scroll")).length,
   };
   const out = document.createElement("pre");
   out.id = "probe";
@@ -35,6 +42,8 @@ window.addEventListener("load", () => {
 
 # Cut every route out: DNS resolves nothing and any proxy is a closed local port.
 _OFFLINE = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9"]
+#: Browser window of the checks: a laptop screen's width.
+WINDOW = (1280, 2000)
 _HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 
@@ -45,6 +54,10 @@ class Rendered:
     tables: int
     rows: int
     resources: list[str]
+    page_width: int
+    viewport_width: int
+    scrolling_boxes: int
+    unboxed_wide_tables: int
     dom: str
     screenshot: Path
 
@@ -54,13 +67,19 @@ def render(page: Path, workdir: Path) -> Rendered:
     probed = workdir / f"probed-{page.name}"
     probed.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
     url = probed.resolve().as_uri()
-    common = [CHROMIUM, *_HEADLESS, *_OFFLINE, "--virtual-time-budget=10000"]
+    common = [
+        CHROMIUM,
+        *_HEADLESS,
+        *_OFFLINE,
+        "--virtual-time-budget=10000",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    ]
     dom = subprocess.run(
         [*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     screenshot = workdir / "screenshot.png"
     subprocess.run(
-        [*common, f"--screenshot={screenshot}", "--window-size=1280,2000", url],
+        [*common, f"--screenshot={screenshot}", url],
         capture_output=True,
         timeout=120,
         check=True,

@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import random
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -132,4 +133,117 @@ def build_generic_csv(
             rows.append(entry)
     table = pd.DataFrame(rows)
     table.to_csv(destination / "manifest.csv", index=False)
+    return table
+
+
+FERPLUS_SPLIT_FOLDERS = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
+FERPLUS_EMOTIONS = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+)
+#: Folder names as the Kaggle FER2013 / CK+48 copies spell the classes.
+CLASS_FOLDER_NAMES = {
+    "neutral": "neutral",
+    "happiness": "happy",
+    "surprise": "surprise",
+    "sadness": "sad",
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "contempt": "contempt",
+}
+
+
+def _ferplus_majority(ferplus: Path, folder: str) -> pd.DataFrame:
+    """FER+ images of one split folder with a strict majority emotion (from label.csv)."""
+    votes = pd.read_csv(ferplus / folder / "label.csv", header=None)
+    counts = votes.iloc[:, 2 : 2 + len(FERPLUS_EMOTIONS)].to_numpy()
+    top = counts.argmax(axis=1)
+    majority = counts.max(axis=1) * 2 > votes.iloc[:, 2:].to_numpy().sum(axis=1)
+    table = pd.DataFrame({"file": votes[0], "emotion": np.asarray(FERPLUS_EMOTIONS)[top]})
+    return table[majority].reset_index(drop=True)
+
+
+def build_class_folders(
+    ferplus: Path,
+    destination: Path,
+    *,
+    per_split: dict[str, int],
+    split_level: bool,
+    seed: int = 0,
+    contempt_only_in: str | None = None,
+) -> pd.DataFrame:
+    """``destination/[<split>/]<emotion>/S<subject>_<seq>_<frame>.png`` from real FER+ faces.
+
+    Folder names are the Kaggle copies' (``happy``, ``sad``, ``angry``, ...), file names CK+'s
+    (``S005_001_00000011.png``, five images per subject). Contempt is left out, except one
+    image placed in the split ``contempt_only_in`` (a class absent from train).
+    """
+    rows = []
+    subject = 0
+    for split, count in per_split.items():
+        table = _ferplus_majority(ferplus, FERPLUS_SPLIT_FOLDERS[split])
+        table = table[table["emotion"] != "contempt"].sample(n=count, random_state=seed)
+        if contempt_only_in == split:
+            contempt = _ferplus_majority(ferplus, FERPLUS_SPLIT_FOLDERS[split])
+            table = pd.concat([table, contempt[contempt["emotion"] == "contempt"].head(1)])
+        for index, row in enumerate(table.itertuples(index=False)):
+            if index % 5 == 0:
+                subject += 1
+            name = f"S{subject:03d}_{index % 5 + 1:03d}_{index:08d}.png"
+            folder = destination / (split if split_level else "") / CLASS_FOLDER_NAMES[row.emotion]
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ferplus / FERPLUS_SPLIT_FOLDERS[split] / row.file, folder / name)
+            rows.append(
+                {"path": (folder / name).relative_to(destination).as_posix(), "split": split}
+                | {"emotion": row.emotion, "subject": f"S{subject:03d}"}
+            )
+    return pd.DataFrame(rows)
+
+
+#: File stems of the emotion-in-file-name layout, spelled as that project spells them.
+FILENAME_EMOTIONS = ("Happy", "Sad", "Angry", "Neutral", "Surprised", "Fear", "Disgust")
+COUNTRIES = ("Spain", "Japan", "Nigeria", "Brazil")
+
+
+def build_emotion_named_sets(
+    fairface: Path, destination: Path, *, n_sets: int, seed: int = 0, separator: str = ","
+) -> pd.DataFrame:
+    """``destination/images/<set_id>/<Emotion>.jpg`` and ``emotions.csv`` (``set_id, gender,
+    age, country``), the layout of a published bias-aware FER project, from real faces.
+
+    Each set takes FairFace val faces of one gender and age group (a set stands for one
+    person); gender is written as ``FEMALE`` / ``MALE``, age in years, country drawn with the
+    seed. Returns the metadata table.
+    """
+    rng = random.Random(seed)
+    labels = pd.read_csv(fairface / "fairface_label_val.csv")
+    groups = [g for _, g in labels.groupby(["gender", "age"]) if len(g) >= len(FILENAME_EMOTIONS)]
+    rows = []
+    with zipfile.ZipFile(fairface / FAIRFACE_ZIP) as archive:
+        for index in range(n_sets):
+            group = groups[index % len(groups)]
+            faces = group.sample(n=len(FILENAME_EMOTIONS), random_state=seed + index)
+            set_id = f"{index + 1:04d}"
+            folder = destination / "images" / set_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for emotion, face in zip(FILENAME_EMOTIONS, faces.itertuples(), strict=True):
+                (folder / f"{emotion}.jpg").write_bytes(archive.read(face.file))
+            first = faces.iloc[0]
+            rows.append(
+                {
+                    "set_id": set_id,
+                    "gender": first.gender.upper(),
+                    "age": AGE_IN_BIN[first.age] + rng.randint(-1, 1),
+                    "country": COUNTRIES[rng.randrange(len(COUNTRIES))],
+                }
+            )
+    table = pd.DataFrame(rows)
+    table.to_csv(destination / "emotions.csv", index=False, sep=separator)
     return table

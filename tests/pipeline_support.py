@@ -94,4 +94,4 @@ def ci_training_runs(workdir: Path) -> int:
         len(config["models"][model].get("seeds") or config["training"]["seeds"])
         for model in config["training"]["models"]
     )
-    return len(config["strategies"]) * seeds
+    return len(config["training"]["strategies"]) * seeds

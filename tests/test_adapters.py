@@ -301,9 +301,7 @@ def test_generic_csv_aliases_demographics_and_subject_split(tmp_path: Path) -> N
         "listed_images_missing": 1,
         # Kept: publish_manifest rejects it as missing_file, so rows_in counts every CSV row.
         "images": 41,
-        "attributes": {
-            name: {"binned": False, "mapped": 0} for name in ("race", "gender", "age")
-        },
+        "attributes": {name: {"binned": False, "mapped": 0} for name in ("race", "gender", "age")},
     }
     assert manifest["emotion"].head(7).tolist() == [
         "happiness",

@@ -43,13 +43,15 @@ def workdir(tmp_path_factory) -> Path:
     return workdir
 
 
-def dry_run(workdir: Path, override: dict, *, check: bool = True) -> tuple[dict, str]:
+def dry_run(
+    workdir: Path, override: dict, *, check: bool = True, extra: tuple[str, ...] = ()
+) -> tuple[dict, str]:
     """Planned jobs per rule (with their wildcards) and the whole output."""
     name = f"case{len(list((workdir / 'config').glob('case*.yaml')))}.yaml"
     (workdir / "config" / name).write_text(yaml.safe_dump(override))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "1"]
-        + ["--configfile", "config/config.yaml", f"config/{name}"],
+        + ["--configfile", "config/config.yaml", f"config/{name}", *extra],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -181,3 +183,64 @@ def test_missing_local_archive_names_file_and_hash(workdir, tmp_path):
     _, output = dry_run(workdir, override, check=False)
     assert f"{archive} (config key datasets.generic.source) does not exist" in output
     assert f"sha256 {'a' * 64}" in output and "columns path and emotion" in output
+
+
+def test_class_folders_need_no_csv(workdir, tmp_path):
+    (tmp_path / "happy").mkdir()
+    override = {
+        "emotion_dataset": "generic",
+        "datasets": {"generic": {"path": str(tmp_path), "format": "class_folders"}},
+    }
+    jobs, _ = dry_run(workdir, override)
+    assert "ingest_generic" in jobs
+
+
+def test_training_strategies_select_what_trains(workdir):
+    jobs, _ = dry_run(workdir, {"training": {"strategies": ["baseline", "reweighting"]}})
+    strategies = {re.search(r"strategy=(\w+)", w).group(1) for w in jobs["train_model"]}
+    assert strategies == {"baseline", "reweighting"}
+    assert "augment_demographics" not in jobs
+
+
+def test_typed_values_from_the_command_line(workdir):
+    # Snakemake hands nested --config values over as strings; they are read as the schema's.
+    jobs, output = dry_run(
+        workdir,
+        {},
+        extra=("--config", "fairness={min_group_size: 12, uncertainty: {draws: 20}}"),
+    )
+    assert "fairness_tables" in jobs, output[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            {"datasets": {"generic": {"formt": "csv"}}},
+            ["Config key datasets.generic: unknown key 'formt' (did you mean 'format'?)"],
+        ),
+        (
+            {"fairness": {"min_group_size": "ten"}},
+            ["Config key fairness.min_group_size: found 'ten'", "integer"],
+        ),
+        (
+            {"training": {"strategies": ["baseline", "fair_magic"]}},
+            ["training.strategies names ['fair_magic']", "not defined under strategies"],
+        ),
+        (
+            {"training": {"strategies": ["reweighting"]}},
+            ["must include 'baseline'"],
+        ),
+        (
+            {"fairness": {"attributes": ["race", "country"]}},
+            ["['country']", "emotion_dataset ferplus provides only race, gender and age"],
+        ),
+    ],
+)
+def test_user_errors_are_one_paragraph(workdir, override, expected):
+    _, output = dry_run(workdir, override, check=False)
+    for text in expected:
+        assert text in output
+    # Not the whole schema: the message and Snakemake's two lines of context.
+    assert len(output.splitlines()) < 15, output
+    assert "additionalProperties" not in output and "rule ingest" not in output

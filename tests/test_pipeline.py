@@ -21,8 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from dataset_fixtures import COUNTRIES
 from PIL import Image
 from pipeline_support import DATA, SNAKEMAKE, comparable_bytes, scratch_workflow, snakemake
+
+from fairfer.schemas import ATTRIBUTE_CLASSES
 
 pytestmark = [
     pytest.mark.pipeline,
@@ -98,6 +101,98 @@ def generic_run(tmp_path_factory, run) -> Path:
         "  features: pooled\n  flip_average: true\n"
     )
     snakemake(workdir, "--configfile", "config/ci.yaml", "config/generic.yaml")
+    return workdir
+
+
+def reuse_fairface(run: Path, workdir: Path, *, rendered: bool = False) -> None:
+    """Copy FairFace's ingest, alignment and embeddings (and, with ``rendered``, its copy
+    rendered like a generic dataset) from a finished run, with their timestamps."""
+    reused = [
+        "resources",
+        "results/manifests",
+        "results/aligned/fairface",
+        "results/embeddings/fairface",
+    ]
+    if rendered:
+        reused += ["results/aligned/fairface_domain", "results/embeddings/fairface_domain"]
+    for relative in reused:
+        shutil.copytree(run / relative, workdir / relative, dirs_exist_ok=True)
+    for stale in (workdir / "results/manifests").iterdir():
+        keep = stale.name.startswith("fairface") and (
+            rendered or not stale.name.startswith("fairface_domain")
+        )
+        if not keep:
+            stale.unlink()
+
+
+#: A user's own dataset in the layout of a published bias-aware FER project: emotions in the
+#: file names, a semicolon-separated emotions.csv with gender (FEMALE/MALE), age in years and
+#: country; two strategies chosen by an overlay, one balancing the dataset's own attribute.
+BYO_CONFIG = """emotion_dataset: generic
+dataset_name: Emotion sets (fixture)
+datasets:
+  generic:
+    format: folder_sets
+    metadata_csv: emotions.csv
+    emotion_from: filename
+training:
+  models: [embedding_mlp]
+  strategies: [baseline, reweighting]
+strategies:
+  reweighting:
+    groups: [country]
+fairness:
+  attributes: [race, gender, age, country, [gender, country]]
+  min_group_size: 10
+"""
+
+
+@pytest.fixture(scope="module")
+def byo_run(tmp_path_factory, run) -> Path:
+    """The DAG on images/<set_id>/<Emotion>.jpg + emotions.csv (set_id, gender, age, country)
+    built from FairFace val faces, with one corrupt image and one set without images."""
+    from dataset_fixtures import build_emotion_named_sets
+
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline_byo"))
+    root = workdir / "data" / "generic"
+    build_emotion_named_sets(DATA / "fairface", root, n_sets=90, seed=3, separator=";")
+    (root / "images/0005/Sad.jpg").write_bytes(b"not a jpeg")
+    with open(root / "emotions.csv", "a") as handle:
+        handle.write("9999;MALE;40;Spain\n")
+    reuse_fairface(run, workdir)
+    (workdir / "config" / "byo.yaml").write_text(BYO_CONFIG)
+    snakemake(workdir, "--configfile", "config/ci.yaml", "config/byo.yaml")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def class_folders_run(tmp_path_factory, byo_run) -> Path:
+    """train/val/test/<emotion>/S<subject>_... (CK+ names, Kaggle folder names) from real
+    FER+ faces, one contempt image only in val; run through the fairness tables."""
+    from dataset_fixtures import build_class_folders
+
+    workdir = scratch_workflow(tmp_path_factory.mktemp("pipeline_class_folders"))
+    build_class_folders(
+        DATA / "ferplus",
+        workdir / "data" / "generic",
+        per_split={"train": 280, "val": 60, "test": 80},
+        split_level=True,
+        seed=4,
+        contempt_only_in="val",
+    )
+    reuse_fairface(byo_run, workdir, rendered=True)
+    (workdir / "config" / "class_folders.yaml").write_text(
+        "emotion_dataset: generic\ndatasets:\n  generic:\n    format: class_folders\n"
+        '    subject_pattern: "^(S\\\\d+)_"\ntraining:\n  models: [embedding_mlp]\n'
+        "  strategies: [baseline, group_dro]\n"
+    )
+    snakemake(
+        workdir,
+        "--configfile",
+        "config/ci.yaml",
+        "config/class_folders.yaml",
+        "results/fairness/comparison.parquet",
+    )
     return workdir
 
 
@@ -616,3 +711,66 @@ def test_finetuned_embeddings_feed_the_race_labels(finetuned_run):
     assert report["attributes"]["race"]["in_domain"]["accuracy"] > 0.2
     labels = read(workdir, "results/group_labels/ferplus.parquet")
     assert labels["race"].notna().all()
+
+
+def test_own_dataset_with_emotions_in_file_names_and_a_country_attribute(byo_run):
+    report = json.loads((byo_run / "results/manifests/generic_report.json").read_text())
+    # Every image found is a row or a reject: 90 sets x 7 emotions, one corrupt.
+    assert report["rows_in"] == 630 and report["rows"] == 629
+    assert report["rejected"] == {"undecodable_image": 1}
+    assert report["sets_without_images"] == 1
+    assert report["attributes"]["age"]["binned"] and report["attributes"]["gender"]["mapped"]
+    assert set(report["checks"]["classes"]) == {
+        "anger",
+        "disgust",
+        "fear",
+        "happiness",
+        "neutral",
+        "sadness",
+        "surprise",
+    }
+    labels = read(byo_run, "results/group_labels/generic.parquet")
+    assert set(labels["gender"].dropna()) <= {"Female", "Male"}
+    assert set(labels["age"].dropna()) <= set(ATTRIBUTE_CLASSES["age"])
+    assert (
+        set(labels["country"]) == set(COUNTRIES)
+        and (labels["country_source"] == "ground_truth").all()
+    )
+    assert (labels["race_source"] == "inferred").all()
+    assert (labels["gender_source"] == "ground_truth").all()
+    # Only the chosen strategies trained.
+    assert sorted(p.name for p in (byo_run / "results/predictions/embedding_mlp").iterdir()) == [
+        "baseline",
+        "reweighting",
+    ]
+    predictions = read(byo_run, "results/predictions/embedding_mlp/reweighting/seed-0.parquet")
+    assert "contempt" not in set(predictions["y_true"]) and predictions["country"].notna().all()
+    summary = read(byo_run, "results/fairness/embedding_mlp/baseline/seed-0/summary.parquet")
+    assert {"country", "gender x country"} <= set(summary["attribute"])
+    country = summary.set_index("attribute").loc["country"]
+    assert country["label_source"] == "ground_truth"
+    comparison = read(byo_run, "results/fairness/comparison.parquet")
+    assert "country" in set(comparison["attribute"])
+    metrics = json.loads((byo_run / "results/metrics.json").read_text())
+    assert "country" in metrics["embedding_mlp"]["reweighting"]
+    html = (byo_run / "results/report/fairness_report.html").read_text()
+    assert "Emotion sets (fixture)" in html and ">country" in html
+    assert html.count("Spain") >= 2
+
+
+def test_class_folders_with_splits_subjects_and_a_class_absent_from_train(class_folders_run):
+    report = json.loads((class_folders_run / "results/manifests/generic_report.json").read_text())
+    assert report["split_level"] and report["subject_pattern_unmatched"] == 0
+    assert report["checks"]["classes_absent_from_train"] == ["contempt"]
+    assert report["checks"]["rows_dropped"] == 1
+    assert report["rows_in"] == 421 == report["rows"] + sum(report["rejected"].values())
+    manifest = read(class_folders_run, "results/manifests/generic.parquet")
+    assert manifest["subject_id"].str.fullmatch(r"S\d{3}").all()
+    assert (manifest["label_status"] == "class_absent_from_train").sum() == 1
+    assert manifest.groupby("split").size().to_dict() == {"test": 80, "train": 280, "valid": 61}
+    predictions = read(
+        class_folders_run, "results/predictions/embedding_mlp/group_dro/seed-0.parquet"
+    )
+    assert "contempt" not in set(predictions["y_true"]) and len(predictions) <= 80
+    comparison = read(class_folders_run, "results/fairness/comparison.parquet")
+    assert set(comparison["strategy"]) == {"baseline", "group_dro"}

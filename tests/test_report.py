@@ -125,6 +125,9 @@ def test_report_renders_offline_in_headless_chromium(page, tmp_path):
     assert rendered.tables >= 6 and rendered.rows > 20
     assert [r for r in rendered.resources if not r.startswith("data:")] == []
     assert "Headline comparison" in rendered.dom
+    # Wide tables scroll inside their box: the page itself never scrolls sideways.
+    assert rendered.page_width <= rendered.viewport_width
+    assert rendered.unboxed_wide_tables == 0
     with Image.open(rendered.screenshot) as shot:
         colours = shot.convert("RGB").getcolors(maxcolors=1_000_000)
     assert colours is None or len(colours) > 50  # not a blank page

@@ -527,6 +527,24 @@ def from_folder_sets(
             "'metadata' (the set's emotion column) or 'filename' (each image's file stem)."
         )
     root = Path(root)
+    images = sorted(path.relative_to(root).as_posix() for path in root.glob(image_glob))
+    if not images:
+        raise MissingDataError(
+            f"{dataset}: no image under {root} matches {image_glob!r}. Point config key "
+            f"datasets.{dataset}.path at a directory holding images/<{set_column}>/<image>, or "
+            "adjust image_glob."
+        )
+    sets = sorted({Path(path).parent.name for path in images})
+    as_emotions = _emotion_folder_names(
+        sets, vocabulary=emotion_vocabulary, aliases=emotion_aliases
+    )
+    if len(sets) > 1 and len(as_emotions) == len(sets):
+        raise DatasetError(
+            f"{dataset}: the set folders under {root} are emotion names ({sets[:8]}): this is "
+            "the class-folders layout (<root>/[<split>/]<emotion>/<image>), which folder_sets "
+            f"would split by whole classes. Set config key datasets.{dataset}.format to "
+            "class_folders."
+        )
     csv_path = root / metadata_csv
     metadata = _read_csv(csv_path, required=(set_column,), dataset=dataset, what="set metadata")
     metadata[set_column] = _text_or_none(metadata[set_column])
@@ -564,24 +582,6 @@ def from_folder_sets(
         _normalize_split_column(metadata["split"], source=csv_path) if "split" in metadata else None
     )
 
-    images = sorted(path.relative_to(root).as_posix() for path in root.glob(image_glob))
-    if not images:
-        raise MissingDataError(
-            f"{dataset}: no image under {root} matches {image_glob!r}. Point config key "
-            f"datasets.{dataset}.path at a directory holding images/<{set_column}>/<image>, or "
-            "adjust image_glob."
-        )
-    sets = sorted({Path(path).parent.name for path in images})
-    as_emotions = _emotion_folder_names(
-        sets, vocabulary=emotion_vocabulary, aliases=emotion_aliases
-    )
-    if len(sets) > 1 and len(as_emotions) == len(sets):
-        raise DatasetError(
-            f"{dataset}: the set folders under {root} are emotion names ({sets[:8]}): this is "
-            "the class-folders layout (<root>/[<split>/]<emotion>/<image>), which folder_sets "
-            f"would split by whole classes. Set config key datasets.{dataset}.format to "
-            "class_folders."
-        )
     table = pd.DataFrame({"path": images})
     table["set"] = [Path(path).parent.name for path in images]
     table = table.merge(labels, on="set", how="left", indicator=True)

@@ -149,7 +149,8 @@ def build_report(inputs: ReportInputs) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{_text(inputs.title)}</title><style>{_STYLE}</style></head><body><main>"
-        f"<h1>{_text(inputs.title)}</h1><table>{overview}</table><nav>{navigation}</nav>"
+        f"<h1>{_text(inputs.title)}</h1><div class='scroll'><table>{overview}</table></div>"
+        f"<nav>{navigation}</nav>"
         f"{body}</main></body></html>\n"
     )
 

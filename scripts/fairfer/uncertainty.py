@@ -460,10 +460,14 @@ def interval_inputs(
     draws = 0 if method == "none" else int(uncertainty["draws"])
     if method != "multiple_imputation":
         return draws, None
-    columns = sorted({c for a in attributes for c in ([a] if isinstance(a, str) else a)})
+    metadata = schema_metadata(group_labels_path)
+    # Only inferred attributes have posteriors; a dataset's own attributes are ground truth.
+    columns = sorted(
+        {c for a in attributes for c in ([a] if isinstance(a, str) else a)}
+        & {key.removesuffix("_classes") for key in metadata if key.endswith("_classes")}
+    )
     wanted = [f"{c}_{part}" for c in columns for part in ("source", "probabilities")]
     labels = pq.read_table(group_labels_path, columns=["image_id", *wanted]).to_pandas()
-    metadata = schema_metadata(group_labels_path)
     posteriors = inferred_posteriors(
         labels, {c: json.loads(metadata[f"{c}_classes"]) for c in columns}
     )

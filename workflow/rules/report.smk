@@ -45,7 +45,7 @@ rule fairness_report:
     params:
         attributes=config["fairness"]["attributes"],
         settings={
-            "dataset": EMOTION_DATASET,
+            "dataset": config["dataset_name"] or EMOTION_DATASET,
             "baseline": BASELINE,
             "min_group_size": config["fairness"]["min_group_size"],
             "uncertainty": config["fairness"]["uncertainty"],
