@@ -128,6 +128,8 @@ def report(
     composition_plot: Path,
     gradcam_plots: list[Path],
     settings: dict,
+    audit: pd.DataFrame | None = None,
+    audit_plot: Path | None = None,
 ) -> str:
     all_runs = list(dict.fromkeys(with_run_label(predictions)["run"]))
     predictions = first_seed(predictions)
@@ -172,6 +174,16 @@ def report(
             )
         ],
         label_quality=label_quality(classifier_report, summary),
+        audit=audit,
+        audit_figures=[
+            Figure(
+                audit_plot,
+                "Normalised pointwise mutual information of each group and emotion in the "
+                "dataset (red: more often together than independence predicts; blue: less).",
+            )
+        ]
+        if audit_plot is not None
+        else [],
         methods=method_notes(
             draws=uncertainty["draws"],
             level=uncertainty["level"],
@@ -208,5 +220,7 @@ if __name__ == "__main__":
         composition_plot=Path(snakemake.input.composition_plot),
         gradcam_plots=[Path(p) for p in snakemake.input.gradcam],
         settings=snakemake.params.settings,
+        audit=pd.read_csv(snakemake.input.audit),
+        audit_plot=Path(snakemake.input.audit_plot),
     )
     Path(snakemake.output.report).write_text(page, encoding="utf-8")

@@ -28,6 +28,7 @@ EVERY_RULE = {
     "embed_faces",
     "render_fairface_domain",
     "match_race_labels",
+    "audit_dataset",
     "augment_demographics",
     "train_model",
     "fairness_tables",

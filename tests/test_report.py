@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from fairness_report import report  # noqa: E402
 
-from fairfer.plots import plot_composition, plot_gradcam_grid  # noqa: E402
+from fairfer.dataset_audit import audit_dataset  # noqa: E402
+from fairfer.plots import plot_composition, plot_gradcam_grid, plot_npmi_heatmaps  # noqa: E402
 from fairfer.report import external_references  # noqa: E402
 from fairfer.tables import compare_runs, fairness_tables  # noqa: E402
 
@@ -66,6 +67,16 @@ def page(tmp_path_factory) -> Path:
         workdir / "baseline.png",
         title="Grad-CAM",
     )
+    audited = frame[frame["strategy"] == "baseline"].rename(columns={"y_true": "emotion"})
+    posteriors = np.tile([0.8, 0.1, 0.1], (len(audited), 1))
+    audit, npmi = audit_dataset(
+        audited,
+        attributes=["race", "gender"],
+        sources={"race": "inferred", "gender": "ground_truth"},
+        posteriors={"race": (posteriors, ["White", "Black", "Indian"])},
+        draws=10,
+    )
+    audit_plot = plot_npmi_heatmaps(npmi, workdir / "npmi.png", title="test")
     html = report(
         frame,
         tables,
@@ -82,6 +93,8 @@ def page(tmp_path_factory) -> Path:
             "min_group_size": 30,
             "uncertainty": {"method": "multiple_imputation", "draws": 30, "level": 0.95},
         },
+        audit=audit,
+        audit_plot=audit_plot,
     )
     path = workdir / "fairness_report.html"
     path.write_text(html, encoding="utf-8")
@@ -98,6 +111,7 @@ def test_report_has_every_section_and_flags(page):
         "Confusion matrices per group",
         "Grad-CAM",
         "Dataset and group labels",
+        "Dataset audit: representational and stereotypical bias",
         "Definitions and methods",
     ):
         assert f">{heading}</h2>" in html

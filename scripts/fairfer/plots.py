@@ -320,3 +320,57 @@ def plot_gradcam_grid(
     figure.suptitle(title)
     # Photographs compress poorly: a lower resolution keeps the HTML report a few MB.
     return _save(figure, path, dpi=80)
+
+
+def plot_npmi_heatmaps(npmi: pd.DataFrame, path: Path, *, title: str) -> Path:
+    """Local stereotypical bias: NPMI per group (rows) and emotion (columns), per attribute.
+
+    Red: the group shows the emotion more often than independence predicts; blue: less. Cells
+    of inferred attributes show the imputed mean (the posterior draws' average).
+    """
+    attributes = list(dict.fromkeys(npmi["attribute"]))
+    emotions = list(dict.fromkeys(npmi["emotion"]))
+    heights = [len(set(npmi.loc[npmi["attribute"] == a, "group"])) for a in attributes]
+    figure, axes = plt.subplots(
+        len(attributes),
+        1,
+        figsize=(0.8 * len(emotions) + 3.5, 0.42 * sum(heights) + 1.1 * len(attributes) + 0.6),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"height_ratios": heights},
+    )
+    colormap = plt.get_cmap("RdBu_r").with_extremes(bad="#d9d9d9")
+    image = None
+    for axis, attribute in zip(axes[:, 0], attributes, strict=True):
+        table = npmi[npmi["attribute"] == attribute]
+        value = "npmi_imputed" if table.get("npmi_imputed", pd.Series()).notna().any() else "npmi"
+        grid = table.pivot(index="group", columns="emotion", values=value)
+        order = [g for g in ATTRIBUTE_CLASSES.get(attribute, ()) if g in grid.index]
+        grid = grid.reindex(index=order + sorted(set(grid.index) - set(order)), columns=emotions)
+        values = grid.to_numpy(dtype=float)
+        image = axis.imshow(np.ma.masked_invalid(values), cmap=colormap, vmin=-1, vmax=1)
+        for (i, j), cell in np.ndenumerate(values):
+            axis.text(
+                j,
+                i,
+                "n/a" if np.isnan(cell) else f"{cell:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if abs(cell) > 0.6 else "black",
+            )
+        last = axis is axes[-1, 0]
+        axis.set_xticks(
+            range(len(emotions)),
+            emotions if last else [""] * len(emotions),
+            rotation=45,
+            ha="right",
+        )
+        axis.set_yticks(range(len(grid.index)), [str(g) for g in grid.index])
+        source = table["label_source"].iloc[0]
+        axis.set_title(
+            f"{attribute} ({source}{', imputed mean' if value != 'npmi' else ''})", fontsize=10
+        )
+    figure.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, label="NPMI")
+    figure.suptitle(title)
+    return _save(figure, path)

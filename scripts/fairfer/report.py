@@ -98,6 +98,11 @@ class ReportInputs:
         Composition of the dataset by group.
     label_quality : pandas.DataFrame, optional
         Accuracy of the inferred labels (attribute, accuracy, balanced accuracy, ECE).
+    audit : pandas.DataFrame, optional
+        Dataset bias metrics of :func:`fairfer.dataset_audit.audit_dataset` (one row per
+        attribute).
+    audit_figures : list of Figure
+        NPMI heat maps of the dataset audit.
     methods : mapping of str to str
         Definitions shown at the end (term -> explanation).
     run_column : str
@@ -117,6 +122,8 @@ class ReportInputs:
     gradcam_figures: list[Figure] = field(default_factory=list)
     composition_figures: list[Figure] = field(default_factory=list)
     label_quality: pd.DataFrame | None = None
+    audit: pd.DataFrame | None = None
+    audit_figures: list[Figure] = field(default_factory=list)
     methods: Mapping[str, str] = field(default_factory=dict)
     run_column: str = "strategy"
 
@@ -134,6 +141,7 @@ def build_report(inputs: ReportInputs) -> str:
         ("confusions", "Confusion matrices per group", _confusion_section(inputs)),
         ("gradcam", "Grad-CAM", _figures(inputs.gradcam_figures)),
         ("composition", "Dataset and group labels", _composition_section(inputs)),
+        ("audit", "Dataset audit: representational and stereotypical bias", _audit_section(inputs)),
         ("methods", "Definitions and methods", _methods(inputs.methods)),
     ]
     navigation = "".join(f'<a href="#{anchor}">{_text(title)}</a>' for anchor, title, _ in sections)
@@ -494,6 +502,51 @@ def _composition_section(inputs: ReportInputs) -> str:
             + _table([c.replace("_", " ") for c in quality.columns], rows)
         )
     return "".join(parts)
+
+
+#: Columns of the dataset-audit table and their headings.
+AUDIT_METRICS = {
+    "richness": "richness",
+    "effective_groups": "effective groups",
+    "evenness": "evenness",
+    "imbalance_ratio": "imbalance ratio",
+    "cramers_v": "Cramér's V",
+    "nmi": "NMI",
+}
+
+
+def _audit_section(inputs: ReportInputs) -> str:
+    audit = inputs.audit
+    if audit is None or audit.empty:
+        return "<p class='note'>No dataset audit.</p>"
+    rows = []
+    for record in audit.to_dict("records"):
+        cells = [_text(record["attribute"]), _text(record["label_source"]), _number(record["n"])]
+        for metric in AUDIT_METRICS:
+            text = _number(record.get(metric))
+            imputed = record.get(f"{metric}_imputed")
+            if imputed is not None and not pd.isna(imputed):
+                text += (
+                    f"<br><span class='note'>imputed {_number(imputed)} "
+                    f"[{_number(record[f'{metric}_mi_low'])}, "
+                    f"{_number(record[f'{metric}_mi_high'])}]</span>"
+                )
+            cells.append(text)
+        rows.append(cells)
+    note = (
+        "<p class='note'>Bias of the emotion dataset itself, over its labelled images, before "
+        "any model (Dominguez-Catena et al., IEEE TPAMI 2024, with their dataset-bias-metrics "
+        "library). Representational: how many groups are present (richness), the effective "
+        "number of equally common groups, the Shannon evenness (1: all groups equally common) "
+        "and the imbalance ratio (largest over smallest group). Stereotypical: association of "
+        "each attribute with the emotion label (Cramér's V and normalised mutual information; 0: "
+        "independent), and per group and emotion the NPMI in the heat maps (positive: the group "
+        "shows that emotion more often than independence predicts). For inferred attributes the "
+        "figure of the assigned labels is followed by the mean and interval over labels drawn "
+        "from each image's calibrated posterior.</p>"
+    )
+    header = ["attribute", "labels", "images", *AUDIT_METRICS.values()]
+    return note + _table(header, rows, text_columns=(0, 1)) + _figures(inputs.audit_figures)
 
 
 def _methods(methods: Mapping[str, str]) -> str:

@@ -447,6 +447,7 @@ def all_outputs():
         "results/report/fairness_report.html",
         "results/group_labels/classifier_report.json",
         "results/group_labels/composition.png",
+        "results/audit/bias_metrics.csv",
         "results/faces/alignment_report.csv",
     ]
 

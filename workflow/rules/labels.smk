@@ -64,3 +64,33 @@ rule match_race_labels:
         "../../envs/fairfer.yaml"
     script:
         "../../scripts/match_race_labels.py"
+
+
+rule audit_dataset:
+    input:
+        manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
+        group_labels=rules.match_race_labels.output.labels,
+        modules=package_modules("audit_dataset"),
+    output:
+        metrics="results/audit/bias_metrics.csv",
+        npmi="results/audit/npmi.csv",
+        plot="results/audit/npmi.png",
+    params:
+        attributes=config["fairness"]["attributes"],
+        # Posterior draws of the inferred labels (at most 100: the metrics move little more).
+        draws=min(100, config["fairness"]["uncertainty"]["draws"]),
+        level=config["fairness"]["uncertainty"]["level"],
+        seed=config["seed"],
+        dataset=config["dataset_name"] or EMOTION_DATASET,
+    log:
+        "logs/audit_dataset.log",
+    benchmark:
+        "logs/benchmarks/audit_dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=retry_scaled(2000),
+        runtime=retry_scaled(20),
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/audit_dataset.py"

@@ -37,6 +37,8 @@ rule fairness_report:
         comparison="results/fairness/comparison.parquet",
         classifier_report=rules.match_race_labels.output.report,
         composition_plot=rules.match_race_labels.output.composition_plot,
+        audit=rules.audit_dataset.output.metrics,
+        audit_plot=rules.audit_dataset.output.plot,
         gradcam=[GRADCAM_MAP.format(**run) for run in GRADCAM_RUNS],
         modules=package_modules("fairness_report"),
     output:
