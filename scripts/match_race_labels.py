@@ -155,6 +155,73 @@ def fit_rows(
     return clean, rendered
 
 
+def label_dataset(
+    classifiers: Mapping[str, object],
+    shards: Sequence[Path],
+    manifest: Path,
+    *,
+    abstain_below: float,
+    features: Mapping[str, Mapping[str, str]],
+) -> tuple[pd.DataFrame, dict]:
+    """Group labels of one dataset's images: its own annotations where it has them, else the
+    classifiers' calibrated labels (pooled per subject where subjects are known).
+
+    ``features`` names the embeddings metadata the classifiers were fitted on, so that a
+    dataset embedded with other classifier features is refused rather than mislabelled.
+    """
+    target_ids, target_x, target_metadata = read_embeddings(shards)
+    has_subjects = "subject_id" in pq.read_schema(manifest).names
+    extra = extra_attributes_of(manifest)
+    manifest_ids = pq.read_table(
+        manifest,
+        columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES, *extra]
+        + (["subject_id"] if has_subjects else []),
+    ).to_pandas()
+    if not has_subjects:
+        manifest_ids["subject_id"] = None
+    subjects = target_ids[["image_id"]].merge(
+        manifest_ids[["image_id", "subject_id"]], on="image_id", how="left"
+    )["subject_id"]
+    found = {
+        name: m.get("label_features", "embedding")
+        for name, m in {**features, str(manifest): target_metadata}.items()
+    }
+    if len(set(found.values())) > 1:
+        raise ValueError(
+            f"the embeddings files carry different classifier features ({found}): they were "
+            "written with different race_matching.features / flip_average settings. Rerun "
+            "embed_faces for all of them (snakemake --forcerun embed_faces)."
+        )
+    predicted, pooling = [target_ids[["image_id"]]], {}
+    for attribute, classifier in classifiers.items():
+        labelled, pooling[attribute] = label_targets(
+            classifier, target_x, abstain_below=abstain_below, subjects=subjects
+        )
+        predicted.append(labelled)
+    inferred = pd.concat(predicted, axis=1)
+    # Images rejected at alignment have no embedding: they stay in the table, unlabelled.
+    group_labels = manifest_ids[["image_id", "dataset", "split"]].merge(
+        inferred, on="image_id", how="left", validate="one_to_one"
+    )
+    for attribute in ATTRIBUTE_CLASSES:
+        group_labels[f"{attribute}_source"] = "inferred"
+        group_labels[f"{attribute}_abstained"] = (
+            group_labels[f"{attribute}_abstained"].astype("boolean").fillna(True).astype(bool)
+        )
+    group_labels, ground_truth = prefer_ground_truth(group_labels, manifest_ids, ATTRIBUTE_CLASSES)
+    # Attributes beyond race, gender and age are the dataset's own columns, never inferred.
+    truth = manifest_ids.set_index("image_id")
+    for attribute in extra:
+        group_labels[attribute] = truth[attribute].reindex(group_labels["image_id"]).to_numpy()
+        group_labels[f"{attribute}_source"] = "ground_truth"
+        group_labels[f"{attribute}_abstained"] = False
+    return group_labels, {
+        "pooling": pooling,
+        "ground_truth_attributes": ground_truth + extra,
+        "extra_attributes": extra,
+    }
+
+
 FIT_ON_TEXT = {
     "clean": "FairFace train",
     "domain": "FairFace train rendered like the emotion dataset",
@@ -174,6 +241,8 @@ def match(
     fit_subset: Path | None = None,
     domain: tuple[Sequence[Path], Path] | None = None,
     domain_render: dict | None = None,
+    evaluation_datasets: Mapping[str, tuple[Sequence[Path], Path]] | None = None,
+    evaluation_labels: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Fit, evaluate (clean FairFace val and, with ``domain``, rendered FairFace val) and label.
 
@@ -181,6 +250,10 @@ def match(
     ``render_fairface_domain`` made to look like the emotion dataset's images. Its val split is
     where the classifiers are measured for the tables (``in_domain``); clean val stays beside it
     (``clean``). ``matching["fit_on"]`` picks the training images (clean, domain or both).
+    ``evaluation_datasets`` (embedding shards and manifest per dataset) are the other emotion
+    datasets the models are also evaluated on; their group labels are put into
+    ``evaluation_labels`` (their own annotations where they have them, else inferred by the
+    same classifiers, whose in-domain accuracy was measured for the emotion dataset's look).
     """
     fit_on = matching.get("fit_on", "clean")
     reference, reference_x, metadata = labelled_embeddings(reference_shards, reference_manifest)
@@ -198,30 +271,6 @@ def match(
     if rendered is not None:
         in_domain = (rendered["split"] == "valid").to_numpy()
         evaluations["in_domain"] = (rendered_x[in_domain], rendered.loc[in_domain])
-
-    target_ids, target_x, target_metadata = read_embeddings(target_shards)
-    kinds = {"FairFace": metadata, "the emotion dataset": target_metadata}
-    if rendered_metadata is not None:
-        kinds["rendered FairFace"] = rendered_metadata
-    found = {name: m.get("label_features", "embedding") for name, m in kinds.items()}
-    if len(set(found.values())) > 1:
-        raise ValueError(
-            f"the embeddings files carry different classifier features ({found}): they were "
-            "written with different race_matching.features / flip_average settings. Rerun "
-            "embed_faces for all of them (snakemake --forcerun embed_faces)."
-        )
-    has_subjects = "subject_id" in pq.read_schema(target_manifest).names
-    extra = extra_attributes_of(target_manifest)
-    manifest_ids = pq.read_table(
-        target_manifest,
-        columns=["image_id", "dataset", "split", *ATTRIBUTE_CLASSES, *extra]
-        + (["subject_id"] if has_subjects else []),
-    ).to_pandas()
-    if not has_subjects:
-        manifest_ids["subject_id"] = None
-    subjects = target_ids[["image_id"]].merge(
-        manifest_ids[["image_id", "subject_id"]], on="image_id", how="left"
-    )["subject_id"]
 
     report: dict = {
         "embedding_weights": metadata.get("weights"),
@@ -245,8 +294,7 @@ def match(
     }
     per_class_tables = []
     classifiers = {}
-    predicted = [target_ids[["image_id"]]]
-    pooling = {}
+    evaluation_labels = {} if evaluation_labels is None else evaluation_labels
     for attribute, classes in ATTRIBUTE_CLASSES.items():
         classifier = fit_attribute_classifier(
             train_x,
@@ -293,38 +341,36 @@ def match(
             per_class_tables.append(per_class.assign(evaluated_on=EVALUATED_ON[name]))
         report["attributes"][attribute] = entry
         classifiers[attribute] = classifier
-        labelled, pooling[attribute] = label_targets(
-            classifier, target_x, abstain_below=matching["abstain_below"], subjects=subjects
+    group_labels, labelling = label_dataset(
+        classifiers,
+        target_shards,
+        target_manifest,
+        abstain_below=matching["abstain_below"],
+        features={"FairFace": metadata}
+        | ({} if rendered_metadata is None else {"rendered FairFace": rendered_metadata}),
+    )
+    if any(p["n_subjects"] for p in labelling["pooling"].values()):
+        report["subject_pooling"] = labelling["pooling"]
+    report["ground_truth_attributes"] = labelling["ground_truth_attributes"]
+    report["extra_attributes"] = labelling["extra_attributes"]
+    for name, (shards, manifest) in (evaluation_datasets or {}).items():
+        labels, evaluated = label_dataset(
+            classifiers,
+            shards,
+            manifest,
+            abstain_below=matching["abstain_below"],
+            features={"FairFace": metadata},
         )
-        predicted.append(labelled)
-    if any(p["n_subjects"] for p in pooling.values()):
-        report["subject_pooling"] = pooling
+        evaluation_labels[name] = labels
+        report.setdefault("evaluation_datasets", {})[name] = {
+            "ground_truth_attributes": evaluated["ground_truth_attributes"],
+            "n_images": len(labels),
+        }
     if external_references:
         report["external_evaluation"], external_tables = evaluate_external(
             classifiers, external_references, *evaluations["clean"]
         )
         per_class_tables += external_tables
-    inferred = pd.concat(predicted, axis=1)
-    # Images rejected at alignment have no embedding: they stay in the table, unlabelled.
-    group_labels = manifest_ids[["image_id", "dataset", "split"]].merge(
-        inferred, on="image_id", how="left", validate="one_to_one"
-    )
-    for attribute in ATTRIBUTE_CLASSES:
-        group_labels[f"{attribute}_source"] = "inferred"
-        group_labels[f"{attribute}_abstained"] = (
-            group_labels[f"{attribute}_abstained"].astype("boolean").fillna(True).astype(bool)
-        )
-    group_labels, report["ground_truth_attributes"] = prefer_ground_truth(
-        group_labels, manifest_ids, ATTRIBUTE_CLASSES
-    )
-    # Attributes beyond race, gender and age are the dataset's own columns, never inferred.
-    truth = manifest_ids.set_index("image_id")
-    for attribute in extra:
-        group_labels[attribute] = truth[attribute].reindex(group_labels["image_id"]).to_numpy()
-        group_labels[f"{attribute}_source"] = "ground_truth"
-        group_labels[f"{attribute}_abstained"] = False
-    report["ground_truth_attributes"] += extra
-    report["extra_attributes"] = extra
     per_class = pd.concat(per_class_tables, ignore_index=True)
     return (
         group_labels,
@@ -359,9 +405,24 @@ if __name__ == "__main__":
             Path(snakemake.input.domain_manifest),
         ),
         domain_render=snakemake.params.domain_render,
+        evaluation_datasets={
+            dataset: (
+                [Path(p) for p in snakemake.input.evaluation if Path(p).parent.name == dataset],
+                next(
+                    Path(p) for p in snakemake.input.evaluation_manifests if Path(p).stem == dataset
+                ),
+            )
+            for dataset in snakemake.params.evaluation_datasets
+        },
+        evaluation_labels=(evaluation_labels := {}),
     )
     extra = report["extra_attributes"]
     write_parquet(group_labels, snakemake.output.labels, group_labels_schema(extra))
+    for dataset, path in zip(
+        snakemake.params.evaluation_datasets, snakemake.output.evaluation_labels, strict=True
+    ):
+        # Race, gender and age only: another dataset's own attributes are not this run's.
+        write_parquet(evaluation_labels[dataset], path, group_labels_schema())
     Path(snakemake.output.report).write_text(json.dumps(report, indent=2) + "\n")
     per_class.to_csv(snakemake.output.per_class, index=False)
     table = corrected_composition_table(

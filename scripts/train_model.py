@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
 from fairfer.inference import resolve_device
@@ -22,7 +21,6 @@ from fairfer.models import ModelSpec, build_network
 from fairfer.schemas import (
     ATTRIBUTES,
     AUGMENTED,
-    MANIFEST,
     extra_attributes_of,
     predictions_schema,
     read_checked,
@@ -40,36 +38,14 @@ from fairfer.training_data import (
     Encoding,
     Split,
     dataset_classes,
+    emotion_rows,
+    group_columns,
+    input_lookup,
     labelled_split,
     model_inputs,
-    read_aligned_crops,
-    read_embeddings,
 )
 
 logger = logging.getLogger(__name__)
-
-
-def group_columns(extra_attributes: list[str]) -> list[str]:
-    """Group-label columns carried into the predictions: race, gender and age with source and
-    confidence, and each attribute the dataset provides beyond them with its source."""
-    return [
-        column
-        for attribute in ATTRIBUTES
-        for column in (attribute, f"{attribute}_source", f"{attribute}_confidence")
-    ] + [column for attribute in extra_attributes for column in (attribute, f"{attribute}_source")]
-
-
-def emotion_rows(manifest_path: Path, group_labels_path: Path | None) -> pd.DataFrame:
-    """A dataset's labelled rows with their demographics (inferred labels where given)."""
-    columns = ["image_id", "dataset", "split", "emotion", "label_status", "image"]
-    if group_labels_path is None:
-        return read_checked(manifest_path, MANIFEST, [*columns, *ATTRIBUTES]).to_pandas()
-    manifest = read_checked(manifest_path, MANIFEST, columns).to_pandas()
-    extra = extra_attributes_of(group_labels_path)
-    labels = pq.read_table(
-        group_labels_path, columns=["image_id", *group_columns(extra)]
-    ).to_pandas()
-    return manifest.merge(labels, on="image_id", how="left", validate="one_to_one")
 
 
 def augmented_pool(augmented_path: Path, rows: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
@@ -81,14 +57,6 @@ def augmented_pool(augmented_path: Path, rows: pd.DataFrame, attributes: list[st
     return augmented.join(demographics, on="source_image_id").assign(
         image_id=augmented["sample_id"], input_id=augmented["source_image_id"]
     )
-
-
-def input_lookup(spec: ModelSpec, shards: list[Path]) -> pd.Series | None:
-    if spec.input == "embeddings":
-        return read_embeddings(shards)
-    if spec.input == "aligned":
-        return read_aligned_crops(shards)
-    return None
 
 
 def fingerprint(*parts, paths: list[Path]) -> str:

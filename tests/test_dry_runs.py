@@ -244,3 +244,22 @@ def test_user_errors_are_one_paragraph(workdir, override, expected):
     # Not the whole schema: the message and Snakemake's two lines of context.
     assert len(output.splitlines()) < 15, output
     assert "additionalProperties" not in output and "rule ingest" not in output
+
+
+def test_cross_dataset_evaluation_plans_tables_per_evaluation_dataset(workdir, tmp_path):
+    touch(tmp_path, "raf/EmoLabel/list_patition_label.txt")
+    override = {
+        "datasets": {"rafdb": {"path": str(tmp_path / "raf")}},
+        "evaluation": {"datasets": ["rafdb"]},
+        "training": {"strategies": ["baseline", "reweighting"]},
+    }
+    jobs, _ = dry_run(workdir, override)
+    assert "ingest_rafdb" in jobs and "dataset=rafdb, shard=0" in jobs["embed_faces"]
+    evaluated = jobs["evaluate_model"]
+    assert len(evaluated) == len(jobs["train_model"]) and all(
+        "dataset=rafdb" in w for w in evaluated
+    )
+    assert len(jobs["evaluation_tables"]) == len(evaluated)
+    assert jobs["evaluation_comparison"] == ["dataset=rafdb"]
+    _, output = dry_run(workdir, {"evaluation": {"datasets": ["ferplus"]}}, check=False)
+    assert "evaluation.datasets lists the emotion dataset ferplus" in output

@@ -17,6 +17,8 @@ pytestmark = [
     pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}"),
 ]
 
+#: Every rule the default configuration plans (evaluate_model, evaluation_tables and
+#: evaluation_comparison run only with evaluation.datasets; test_dry_runs plans them).
 EVERY_RULE = {
     "download_fairface",
     "ingest_ferplus",

@@ -20,7 +20,15 @@ import torch
 from PIL import Image
 
 from fairfer.images import to_grayscale, to_rgb
-from fairfer.schemas import ATTRIBUTE_CLASSES, EMOTIONS
+from fairfer.models import ModelSpec
+from fairfer.schemas import (
+    ATTRIBUTE_CLASSES,
+    ATTRIBUTES,
+    EMOTIONS,
+    MANIFEST,
+    extra_attributes_of,
+    read_checked,
+)
 
 #: Code of an unknown attribute value.
 UNKNOWN = -1
@@ -199,3 +207,36 @@ def model_inputs(
         matrix = np.stack(found.to_numpy()) if len(found) else np.zeros((0, 128), np.float32)
         return torch.from_numpy(matrix.astype(np.float32)), kept
     return decode_images(found.tolist(), size=size, channels=3), kept
+
+
+def group_columns(extra_attributes: list[str]) -> list[str]:
+    """Group-label columns carried into the predictions: race, gender and age with source and
+    confidence, and each attribute the dataset provides beyond them with its source."""
+    return [
+        column
+        for attribute in ATTRIBUTES
+        for column in (attribute, f"{attribute}_source", f"{attribute}_confidence")
+    ] + [column for attribute in extra_attributes for column in (attribute, f"{attribute}_source")]
+
+
+def emotion_rows(manifest_path: Path, group_labels_path: Path | None) -> pd.DataFrame:
+    """A dataset's labelled rows with their demographics (inferred labels where given)."""
+    columns = ["image_id", "dataset", "split", "emotion", "label_status", "image"]
+    if group_labels_path is None:
+        return read_checked(manifest_path, MANIFEST, [*columns, *ATTRIBUTES]).to_pandas()
+    manifest = read_checked(manifest_path, MANIFEST, columns).to_pandas()
+    extra = extra_attributes_of(group_labels_path)
+    labels = pq.read_table(
+        group_labels_path, columns=["image_id", *group_columns(extra)]
+    ).to_pandas()
+    return manifest.merge(labels, on="image_id", how="left", validate="one_to_one")
+
+
+def input_lookup(spec: ModelSpec, shards: list[Path]) -> pd.Series | None:
+    """Embeddings or aligned crops keyed by image id, as the model reads them (None: the
+    manifest's own images)."""
+    if spec.input == "embeddings":
+        return read_embeddings(shards)
+    if spec.input == "aligned":
+        return read_aligned_crops(shards)
+    return None

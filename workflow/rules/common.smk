@@ -37,7 +37,15 @@ DOMAIN_RENDER = config["race_matching"]["domain_render"][EMOTION_DATASET]
 FIT_ON = config["race_matching"]["fit_on"]
 # FairFace splits rendered: val measures the classifiers; train only when they fit on it.
 DOMAIN_SPLITS = ["valid"] if FIT_ON == "clean" else ["train", "valid"]
-DATASETS = [EMOTION_DATASET, "fairface", DOMAIN_DATASET, *EXTERNAL_REFERENCES]
+# Other emotion datasets every trained model is also evaluated on (evaluation.smk).
+EVALUATION_DATASETS = list(config["evaluation"]["datasets"])
+DATASETS = [
+    EMOTION_DATASET,
+    "fairface",
+    DOMAIN_DATASET,
+    *EXTERNAL_REFERENCES,
+    *[d for d in EVALUATION_DATASETS if d not in EXTERNAL_REFERENCES],
+]
 # Datasets read from a folder: placed by hand ("manual") or unpacked from an archive by
 # download_dataset. FairFace has its own download rule (download_fairface).
 # Second emotion dataset of cross-dataset dynamic weighting, if configured.
@@ -46,7 +54,12 @@ SECOND_DATASET = (
     if "dynamic_weighting" in config["training"]["strategies"]
     else None
 )
-FOLDER_DATASETS = [EMOTION_DATASET, *EXTERNAL_REFERENCES, *[d for d in [SECOND_DATASET] if d]]
+FOLDER_DATASETS = list(
+    dict.fromkeys(
+        [EMOTION_DATASET, *EXTERNAL_REFERENCES, *EVALUATION_DATASETS]
+        + [d for d in [SECOND_DATASET] if d]
+    )
+)
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
 STRATEGIES = list(config["training"]["strategies"])
 # Every comparison is against this strategy (check_strategies makes sure it is configured).
@@ -110,6 +123,15 @@ EXTRA_ATTRIBUTES = list(
 )
 
 
+# Attributes of the evaluation datasets' tables: the emotion dataset's own columns beyond race,
+# gender and age are not theirs.
+EVALUATION_ATTRIBUTES = [
+    attribute
+    for attribute in config["fairness"]["attributes"]
+    if not set(_attribute_names(attribute)) & set(EXTRA_ATTRIBUTES)
+]
+
+
 def check_strategies():
     undefined = [s for s in STRATEGIES if s not in config["strategies"]]
     if undefined:
@@ -150,6 +172,11 @@ def check_strategies():
                 f"config key models.{name}: architecture embedding_mlp reads input embeddings, "
                 "and only it does"
             )
+    if EMOTION_DATASET in EVALUATION_DATASETS:
+        raise ValueError(
+            f"config key evaluation.datasets lists the emotion dataset {EMOTION_DATASET}: its "
+            "own test split is always evaluated. List only other emotion datasets."
+        )
     if SECOND_DATASET == EMOTION_DATASET:
         raise ValueError(
             "config key strategies.dynamic_weighting.second_dataset must differ from "
@@ -417,6 +444,10 @@ ALIGNED_SHARD = "results/aligned/{dataset}/shard-{shard}.parquet"
 EMBEDDED_SHARD = "results/embeddings/{dataset}/shard-{shard}.parquet"
 AUGMENTED_SET = f"results/augmented/{EMOTION_DATASET}/{{strategy}}.parquet"
 PREDICTIONS = "results/predictions/{model}/{strategy}/seed-{seed}.parquet"
+EVALUATION_PREDICTIONS = (
+    "results/evaluation/{dataset}/predictions/{model}/{strategy}/seed-{seed}.parquet"
+)
+EVALUATION_TABLES = "results/evaluation/{dataset}/fairness/{model}/{strategy}/seed-{seed}"
 GRADCAM_MAP = "results/report/gradcam/{model}/{strategy}/seed-{seed}.png"
 # Per-run fairness tables: .format(table=...) first, then run_files() fills the run.
 FAIRNESS_TABLE = "results/fairness/{{model}}/{{strategy}}/seed-{{seed}}/{table}.parquet"
@@ -436,6 +467,11 @@ def run_files(pattern):
     return [pattern.format(**run) for run in RUNS]
 
 
+def evaluation_run_files(dataset):
+    """Every training run's predictions on an evaluation dataset."""
+    return [EVALUATION_PREDICTIONS.format(dataset=dataset, **run) for run in RUNS]
+
+
 def shard_files(pattern, dataset):
     return expand(pattern, dataset=dataset, shard=SHARDS)
 
@@ -449,6 +485,13 @@ def all_outputs():
         "results/group_labels/composition.png",
         "results/audit/bias_metrics.csv",
         "results/faces/alignment_report.csv",
+    ] + [
+        path
+        for dataset in EVALUATION_DATASETS
+        for path in [
+            f"results/evaluation/{dataset}/comparison.md",
+            *[f"{EVALUATION_TABLES}/summary.md".format(dataset=dataset, **run) for run in RUNS],
+        ]
     ]
 
 

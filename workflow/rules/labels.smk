@@ -36,10 +36,18 @@ rule match_race_labels:
         external_manifests=expand(
             "results/manifests/{dataset}.parquet", dataset=EXTERNAL_REFERENCES
         ),
+        # Other emotion datasets the models are evaluated on: labelled by the same classifiers.
+        evaluation=[race_matching_embeddings(d) for d in EVALUATION_DATASETS],
+        evaluation_manifests=expand(
+            "results/manifests/{dataset}.parquet", dataset=EVALUATION_DATASETS
+        ),
         fit_subset=race_matching_fit_subset(),
         modules=package_modules("match_race_labels"),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
+        evaluation_labels=expand(
+            "results/group_labels/{dataset}.parquet", dataset=EVALUATION_DATASETS
+        ),
         report="results/group_labels/classifier_report.json",
         per_class="results/group_labels/classifier_per_class.csv",
         composition="results/group_labels/composition.csv",
@@ -49,6 +57,7 @@ rule match_race_labels:
         seed=config["seed"],
         dataset=EMOTION_DATASET,
         external_references=EXTERNAL_REFERENCES,
+        evaluation_datasets=EVALUATION_DATASETS,
         domain_render=DOMAIN_RENDER,
         # Draws and level of the corrected composition's interval.
         uncertainty=config["fairness"]["uncertainty"],
