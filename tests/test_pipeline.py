@@ -201,6 +201,7 @@ def class_folders_run(tmp_path_factory, run, byo_run) -> Path:
         "--printshellcmds",
         "results/fairness/comparison.parquet",
         "results/evaluation/ferplus/comparison.parquet",
+        "results/evaluation/ferplus/fairness/embedding_mlp/group_dro/seed-0/summary.parquet",
     )
     return workdir
 
