@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 from fairfer import fer2013, ferplus
+from fairfer.dataset_checks import check_splits
 from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ def ingest(
     seed: int,
     vote_source: str,
     votes_csv: Path | None = None,
+    checks: dict | None = None,
 ) -> dict:
     """Write the FER+ manifest from either layout; both give the same ids, labels and votes.
 
@@ -41,6 +43,14 @@ def ingest(
         )
     else:
         raise ValueError(f"FER+ layout must be 'png_folders' or 'fer2013_csv', got {layout!r}")
+    checks = checks or {}
+    # FER+ has no demographic annotations: only its classes are checked here.
+    manifest, report["checks"] = check_splits(
+        manifest,
+        dataset="ferplus",
+        class_absent_from_train=checks.get("class_absent_from_train", "drop"),
+        min_group_size=checks.get("min_group_size", 30),
+    )
     report = publish_manifest(
         manifest,
         root,
@@ -67,4 +77,5 @@ if __name__ == "__main__":
         seed=snakemake.params.seed,
         vote_source=snakemake.params.vote_source,
         votes_csv=Path(snakemake.params.votes_csv) if snakemake.params.votes_csv else None,
+        checks=snakemake.params.checks,
     )

@@ -98,6 +98,7 @@ rule ingest_ferplus:
         sample=config["datasets"]["ferplus"]["sample"],
         vote_source=config["datasets"]["ferplus"]["vote_source"],
         seed=config["seed"],
+        checks=ingest_checks(),
     log:
         "logs/ingest_ferplus.log",
     benchmark:
