@@ -10,7 +10,6 @@ the ``convert_facenet_weights`` rule's output.
 
 import argparse
 import io
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,11 +22,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from fairfer.faces.alignment import FaceAligner
+from fairfer.faces.facenet import load_facenet, preprocessing_for
 
-from fairfer.alignment import FaceAligner  # noqa: E402
-from fairfer.facenet import load_facenet, preprocessing_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = [(0.8, 0.0), (1.0, 0.25), (1.1, 0.25)]
 

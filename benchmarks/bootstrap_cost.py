@@ -11,7 +11,6 @@ intervals move between two resampling seeds.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,11 +19,9 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from fairfer.schemas import schema_metadata  # noqa: E402
-from fairfer.tables import compare_runs, fairness_tables  # noqa: E402
-from fairfer.uncertainty import interval_inputs  # noqa: E402
+from fairfer.fairness.tables import compare_runs, fairness_tables
+from fairfer.fairness.uncertainty import interval_inputs
+from fairfer.schemas import schema_metadata
 
 ATTRIBUTES = ["race", "gender", "age", ["race", "gender"]]
 

@@ -9,7 +9,6 @@ retried images' detection probabilities.
 
 import argparse
 import io
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -19,10 +18,9 @@ import torch
 import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from fairfer.faces.alignment import FaceAligner, RetrySettings
 
-from fairfer.alignment import FaceAligner, RetrySettings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ their landmarks are compared with MTCNN's own jitter.
 On the same padded FairFace val images (the aligner's first-pass input), with the same
 networks (channels-last, as the aligner builds them) and settings, one thread:
 
-- images/s of ``facenet_pytorch``'s ``detect_face`` and of ``fairfer.mtcnn.detect_faces``
+- images/s of ``facenet_pytorch``'s ``detect_face`` and of ``fairfer.faces.mtcnn.detect_faces``
   with float32 and with bfloat16 networks (bfloat16 is not used by the pipeline: 1.1x faster,
   landmarks further from float32's than MTCNN's own jitter), in batches of ``--batch``;
 - detections found by one and not the other;
@@ -19,7 +19,6 @@ networks (channels-last, as the aligner builds them) and settings, one thread:
 import argparse
 import copy
 import io
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -30,10 +29,9 @@ from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from facenet_pytorch.models.utils.detect_face import detect_face
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from fairfer.faces.mtcnn import detect_faces
 
-from fairfer.mtcnn import detect_faces  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 THRESHOLDS = (0.6, 0.7, 0.7)
 FACTOR = 0.709

@@ -14,7 +14,6 @@ smallest cosine similarity of their embeddings to the plain network's.
 
 import argparse
 import copy
-import sys
 import tempfile
 import time
 import zipfile
@@ -24,17 +23,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from rule_scripts import rule_script
+
+from fairfer.faces.alignment import FaceAligner
+from fairfer.faces.embedding import crop_loader, embed_batches
+from fairfer.faces.facenet import load_facenet, preprocessing_for
+from fairfer.inference import InferenceNetwork, resolve_precision
+from fairfer.schemas import ALIGNED, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from align_faces import align_rows  # noqa: E402
-
-from fairfer.alignment import FaceAligner  # noqa: E402
-from fairfer.embedding import crop_loader, embed_batches  # noqa: E402
-from fairfer.facenet import load_facenet, preprocessing_for  # noqa: E402
-from fairfer.inference import InferenceNetwork, resolve_precision  # noqa: E402
-from fairfer.schemas import ALIGNED, write_parquet  # noqa: E402
+align_rows = rule_script("align_faces").align_rows
 
 
 def aligned_sample(archive: Path, n_images: int, destination: Path) -> Path:

@@ -1,9 +1,9 @@
 """Print frozen vs fine-tuned FaceNet race/gender/age label matching on FairFace val.
 
 Uses the pipeline's own code on aligned FairFace crops: the FaceNet fine-tuning of rule
-``finetune_facenet`` (``fairfer.finetune``: held-out selection part of FairFace train, frozen
+``finetune_facenet`` (``fairfer.faces.finetune``: held-out selection part of FairFace train, frozen
 lower blocks cached once with their mirror images, multi-task heads, early stopping) and the
-calibrated logistic regressions of ``match_race_labels`` (``fairfer.race_matching``), fitted
+calibrated logistic regressions of ``match_race_labels`` (``fairfer.labels.classifiers``), fitted
 as the pipeline fits them: on all of FairFace train for frozen embeddings, on the held-out
 selection part only for fine-tuned ones (the network has seen the rest). FairFace val is
 used only for the figures printed.
@@ -26,26 +26,18 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
-# On a shared machine, OpenMP threads that spin while waiting for a descheduled sibling burned
-# two thirds of this benchmark's CPU time; sleeping waits cost nothing measurable when idle.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from threadpoolctl import threadpool_limits
+from torch import nn
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-from torch import nn  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from fairfer.facenet import load_facenet, preprocessing_for  # noqa: E402
-from fairfer.finetune import (  # noqa: E402
+from fairfer.faces.facenet import load_facenet, preprocessing_for
+from fairfer.faces.finetune import (
     FACENET_BLOCKS,
     ActivationCache,
     FineTuneSettings,
@@ -59,9 +51,12 @@ from fairfer.finetune import (  # noqa: E402
     split_for_selection,
     train_multitask,
 )
-from fairfer.inference import resolve_device  # noqa: E402
-from fairfer.race_matching import evaluate, fit_attribute_classifier  # noqa: E402
-from fairfer.schemas import ATTRIBUTE_CLASSES  # noqa: E402
+from fairfer.inference import resolve_device
+from fairfer.labels.classifiers import evaluate, fit_attribute_classifier
+from fairfer.schemas import ATTRIBUTE_CLASSES
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
 
 SANDBERG = ROOT / "resources/facenet/sandberg-keras-6acdd8fb3a3fb2b5.pt"
 

@@ -11,7 +11,7 @@ the pipeline), the second is the "dataset" whose per-race gender accuracy is tab
 - multiple imputation (the mean over draws of race sampled from the calibrated posteriors),
 - the matrix-method correction with the first half's confusion matrix,
 
-all through ``fairfer.tables.fairness_tables``, the function the pipeline's tables use. It
+all through ``fairfer.fairness.tables.fairness_tables``, the function the pipeline's tables use. It
 prints each estimator's bias, mean absolute error and RMSE against the truth for the accuracy
 gap, the worst group's accuracy and the per-group accuracies, and how often each interval
 covers the truth. The classifiers are fitted on FairFace train only.
@@ -21,22 +21,20 @@ covers the truth. The classifiers are fitted on FairFace train only.
 
 import argparse
 import glob
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rule_scripts import rule_script
+
+from fairfer.fairness.tables import fairness_tables, prepare
+from fairfer.fairness.uncertainty import replicate_figures
+from fairfer.labels.classifiers import fit_attribute_classifier
+from fairfer.labels.correction import LabelErrors
+from fairfer.schemas import ATTRIBUTE_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from match_race_labels import labelled_embeddings  # noqa: E402
-
-from fairfer.label_correction import LabelErrors  # noqa: E402
-from fairfer.race_matching import fit_attribute_classifier  # noqa: E402
-from fairfer.schemas import ATTRIBUTE_CLASSES  # noqa: E402
-from fairfer.tables import fairness_tables, prepare  # noqa: E402
-from fairfer.uncertainty import replicate_figures  # noqa: E402
+labelled_embeddings = rule_script("match_race_labels").labelled_embeddings
 
 RACES = ATTRIBUTE_CLASSES["race"]
 

@@ -12,7 +12,7 @@ depths:
 - each with ``+flip``: the features of the crop and of its mirror image averaged (the
   embedding normalised again after averaging);
 
-fits the calibrated logistic regressions of ``fairfer.race_matching`` (C chosen by stratified
+fits the calibrated logistic regressions of ``fairfer.labels.classifiers`` (C chosen by stratified
 cross-validation on the training rows only, temperature calibration) on FairFace train, clean,
 rendered like the emotion dataset (``fairface_domain``, rule ``render_fairface_domain``) or both,
 and prints accuracy, balanced accuracy and ECE on clean FairFace val and on rendered FairFace
@@ -32,32 +32,27 @@ import argparse
 import glob
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-# On a shared machine, OpenMP threads that spin while waiting for a descheduled sibling burn
-# CPU time for nothing (see benchmarks/finetune_comparison.py).
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from facenet_pytorch.models.inception_resnet_v1 import BasicConv2d
+from threadpoolctl import threadpool_limits
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from fairfer.faces.embedding import crops_to_tensor
+from fairfer.faces.facenet import load_facenet, preprocessing_for
+from fairfer.faces.finetune import labelled_crops
+from fairfer.labels.classifiers import evaluate, fit_attribute_classifier
+from fairfer.schemas import ATTRIBUTE_CLASSES
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from facenet_pytorch.models.inception_resnet_v1 import BasicConv2d  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn.utils.fusion import fuse_conv_bn_eval  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from fairfer.embedding import crops_to_tensor  # noqa: E402
-from fairfer.facenet import load_facenet, preprocessing_for  # noqa: E402
-from fairfer.finetune import labelled_crops  # noqa: E402
-from fairfer.race_matching import evaluate, fit_attribute_classifier  # noqa: E402
-from fairfer.schemas import ATTRIBUTE_CLASSES  # noqa: E402
 
 LAYERS = ("embedding", "pooled", "mixed_6a", "mixed_7a")
 VARIANTS = (*LAYERS, *(f"{layer}+flip" for layer in LAYERS))

@@ -20,7 +20,6 @@ manifest (the pipeline reads Parquet) before timing.
 
 import argparse
 import multiprocessing
-import sys
 import tempfile
 import time
 import zipfile
@@ -34,15 +33,14 @@ import torch
 import yaml
 from facenet_pytorch import MTCNN
 from PIL import Image
+from rule_scripts import rule_script
+
+from fairfer.faces.facenet import load_facenet, preprocessing_for
+from fairfer.schemas import MANIFEST, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from align_faces import align_shard  # noqa: E402
-from embed_faces import embed_shard  # noqa: E402
-
-from fairfer.facenet import load_facenet, preprocessing_for  # noqa: E402
-from fairfer.schemas import MANIFEST, write_parquet  # noqa: E402
+align_shard = rule_script("align_faces").align_shard
+embed_shard = rule_script("embed_faces").embed_shard
 
 
 def sample_images(archive: Path, n_images: int, folder: Path) -> pd.DataFrame:

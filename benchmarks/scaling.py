@@ -23,14 +23,13 @@ import pandas as pd
 import pyarrow as pa
 import torch
 import yaml
+from rule_scripts import rule_script
+
+from fairfer.schemas import MANIFEST, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from align_faces import align_shard  # noqa: E402
-from embed_faces import embed_shard  # noqa: E402
-
-from fairfer.schemas import MANIFEST, write_parquet  # noqa: E402
+align_shard = rule_script("align_faces").align_shard
+embed_shard = rule_script("embed_faces").embed_shard
 
 
 def manifest_batches(archive: Path, n_images: int, batch_rows: int = 512):

@@ -12,7 +12,6 @@ shard is given (decode timing), random tensors of the right shape otherwise.
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -20,14 +19,13 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from fairfer.schemas import ATTRIBUTE_CLASSES
+from fairfer.training.data import Encoding, Split, decode_images
+from fairfer.training.models import ModelSpec, build_network
+from fairfer.training.strategies import build_strategy
+from fairfer.training.trainer import random_affine
 
-from fairfer.models import ModelSpec, build_network  # noqa: E402
-from fairfer.schemas import ATTRIBUTE_CLASSES  # noqa: E402
-from fairfer.strategies import build_strategy  # noqa: E402
-from fairfer.training import random_affine  # noqa: E402
-from fairfer.training_data import Encoding, Split, decode_images  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def merged(base: dict, override: dict) -> dict:

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from fairfer.alignment import AlignmentResult, FaceAligner, RetrySettings, encode_png
+from fairfer.faces.alignment import AlignmentResult, FaceAligner, RetrySettings, encode_png
 from fairfer.images import UnusableImageError, decode_image
 from fairfer.schemas import ALIGNED, write_parquet
 

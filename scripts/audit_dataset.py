@@ -2,7 +2,7 @@
 
 Reads the emotion dataset's labelled images and their group labels (ground truth or inferred,
 with posteriors), and writes the dataset-audit tables and NPMI heat maps that the report shows
-(:mod:`fairfer.dataset_audit`).
+(:mod:`fairfer.fairness.dataset_audit`).
 """
 
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from fairfer.dataset_audit import audit_dataset
-from fairfer.plots import plot_npmi_heatmaps
+from fairfer.fairness.dataset_audit import audit_dataset
+from fairfer.report.plots import plot_npmi_heatmaps
 from fairfer.schemas import MANIFEST, extra_attributes_of, read_checked, schema_metadata
 
 logger = logging.getLogger(__name__)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fairfer.augmentation import (
+from fairfer.schemas import AUGMENTED, write_parquet
+from fairfer.training.augmentation import (
     AugmentationParams,
     apply_plan,
     balanced_oversampling_plan,
     cell_counts,
 )
-from fairfer.schemas import AUGMENTED, write_parquet
 
 logger = logging.getLogger(__name__)
 

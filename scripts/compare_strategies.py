@@ -7,12 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.fairness import RUN_KEYS, write_table
-from fairfer.label_correction import label_errors, used_evaluation
-from fairfer.report import HEADLINE_METRICS
+from fairfer.fairness.metrics import RUN_KEYS, write_table
+from fairfer.fairness.tables import HEADLINE_METRICS, compare_runs, with_interval_text
+from fairfer.fairness.uncertainty import interval_inputs, label_accuracies
+from fairfer.labels.correction import label_errors, used_evaluation
 from fairfer.schemas import schema_metadata
-from fairfer.tables import compare_runs, with_interval_text
-from fairfer.uncertainty import interval_inputs, label_accuracies
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from fairfer.download import DownloadError, extract_archive, fetch, source_file_name
+from fairfer.datasets.download import DownloadError, extract_archive, fetch, source_file_name
 
 logger = logging.getLogger(__name__)
 

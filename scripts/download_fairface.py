@@ -8,7 +8,7 @@ the same label CSVs describe.
 import logging
 from pathlib import Path
 
-from fairfer.download import extract_zip, fetch
+from fairfer.datasets.download import extract_zip, fetch
 
 logger = logging.getLogger(__name__)
 

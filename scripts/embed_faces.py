@@ -5,9 +5,14 @@ from pathlib import Path
 
 import torch
 
-from fairfer.download import sha256_of
-from fairfer.embedding import LabelFeatures, write_embeddings
-from fairfer.facenet import POOLED_FEATURES, EmbeddingAndPooled, load_facenet, preprocessing_for
+from fairfer.datasets.download import sha256_of
+from fairfer.faces.embedding import LabelFeatures, write_embeddings
+from fairfer.faces.facenet import (
+    POOLED_FEATURES,
+    EmbeddingAndPooled,
+    load_facenet,
+    preprocessing_for,
+)
 from fairfer.inference import (
     InferenceNetwork,
     Precision,

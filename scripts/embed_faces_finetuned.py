@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from fairfer.download import sha256_of
-from fairfer.embedding import write_embeddings
-from fairfer.facenet import preprocessing_for
-from fairfer.finetune import load_checkpoint
+from fairfer.datasets.download import sha256_of
+from fairfer.faces.embedding import write_embeddings
+from fairfer.faces.facenet import preprocessing_for
+from fairfer.faces.finetune import load_checkpoint
 from fairfer.inference import (
     InferenceNetwork,
     Precision,

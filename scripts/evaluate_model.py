@@ -15,16 +15,16 @@ import numpy as np
 import torch
 
 from fairfer.inference import resolve_device
-from fairfer.models import ModelSpec, build_network
 from fairfer.schemas import extra_attributes_of, predictions_schema, write_parquet
-from fairfer.training import Runtime, predict_proba
-from fairfer.training_data import (
+from fairfer.training.data import (
     emotion_rows,
     group_columns,
     input_lookup,
     labelled_split,
     model_inputs,
 )
+from fairfer.training.models import ModelSpec, build_network
+from fairfer.training.trainer import Runtime, predict_proba
 
 logger = logging.getLogger(__name__)
 

@@ -6,15 +6,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairfer.fairness import RUN_KEYS
-from fairfer.plots import (
+from fairfer.fairness.metrics import RUN_KEYS
+from fairfer.fairness.tables import confusion_by_group
+from fairfer.report.html import (
+    Figure,
+    ReportInputs,
+    build_report,
+    external_references,
+    method_notes,
+)
+from fairfer.report.plots import (
     plot_equalized_odds_heatmaps,
     plot_group_accuracy,
     plot_group_confusions,
     plot_tradeoff,
 )
-from fairfer.report import Figure, ReportInputs, build_report, external_references, method_notes
-from fairfer.tables import confusion_by_group
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.fairness import write_table
-from fairfer.label_correction import label_errors
+from fairfer.fairness.metrics import write_table
+from fairfer.fairness.tables import fairness_tables, with_interval_text
+from fairfer.fairness.uncertainty import interval_inputs, label_accuracies
+from fairfer.labels.correction import label_errors
 from fairfer.schemas import schema_metadata
-from fairfer.tables import fairness_tables, with_interval_text
-from fairfer.uncertainty import interval_inputs, label_accuracies
 
 logger = logging.getLogger(__name__)
 

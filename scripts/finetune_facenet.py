@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fairfer.facenet import load_facenet, preprocessing_for
-from fairfer.finetune import (
+from fairfer.faces.facenet import load_facenet, preprocessing_for
+from fairfer.faces.finetune import (
     FineTuneSettings,
     MultiTaskFaceNet,
     build_multitask,

@@ -10,11 +10,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from fairfer.gradcam import EmotionLogits, default_target_layer, grad_cam, sample_cells
-from fairfer.models import ModelSpec, Network, build_network
-from fairfer.plots import plot_gradcam_grid
+from fairfer.report.gradcam import EmotionLogits, default_target_layer, grad_cam, sample_cells
+from fairfer.report.plots import plot_gradcam_grid
 from fairfer.schemas import ATTRIBUTE_CLASSES, MANIFEST, read_checked
-from fairfer.training_data import model_inputs, read_aligned_crops
+from fairfer.training.data import model_inputs, read_aligned_crops
+from fairfer.training.models import ModelSpec, Network, build_network
 
 logger = logging.getLogger(__name__)
 

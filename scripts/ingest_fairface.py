@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from fairfer import fairface
+from fairfer.datasets import fairface
 from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 import logging
 from pathlib import Path
 
-from fairfer import fer2013, ferplus
-from fairfer.dataset_checks import check_splits
+from fairfer.datasets import fer2013, ferplus
+from fairfer.datasets.checks import check_splits
 from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)

@@ -3,10 +3,10 @@
 import logging
 from pathlib import Path
 
-from fairfer import generic_manifest
-from fairfer.dataset_checks import check_splits
+from fairfer.datasets import generic
+from fairfer.datasets.checks import check_splits
+from fairfer.datasets.splits import split_validation
 from fairfer.errors import DatasetError
-from fairfer.rafdb import split_validation
 from fairfer.schemas import EMOTIONS, publish_manifest
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def ingest(
     ``valid_fraction`` of train as validation, stratified by emotion, as RAF-DB does.
     ``attributes`` has ``extra`` (attributes beyond race, gender and age the run analyses),
     ``binning`` and ``value_aliases``; ``checks`` has ``class_absent_from_train`` and
-    ``min_group_size`` (:func:`fairfer.dataset_checks.check_splits`).
+    ``min_group_size`` (:func:`fairfer.datasets.checks.check_splits`).
     """
     attributes = attributes or {}
     checks = checks or {}
@@ -44,7 +44,7 @@ def ingest(
         "dataset": "generic",
         "emotion_vocabulary": tuple(settings.get("emotion_vocabulary") or EMOTIONS),
         "emotion_aliases": {
-            **generic_manifest.EMOTION_ALIASES,
+            **generic.EMOTION_ALIASES,
             **(settings.get("emotion_aliases") or {}),
         },
         "fractions": settings["split_fractions"],
@@ -52,11 +52,11 @@ def ingest(
         "sample_per_split": settings.get("sample"),
     }
     if settings["format"] == "csv":
-        manifest, report = generic_manifest.build_manifest(
+        manifest, report = generic.build_manifest(
             root, manifest_csv=settings["manifest_csv"], **common, **labelled
         )
     elif settings["format"] == "folder_sets":
-        manifest, report = generic_manifest.from_folder_sets(
+        manifest, report = generic.from_folder_sets(
             root,
             settings["metadata_csv"],
             image_glob=settings["image_glob"],
@@ -73,7 +73,7 @@ def ingest(
                 "or folder_sets (one row per set) to give them, or remove them from the "
                 "configuration."
             )
-        manifest, report = generic_manifest.from_class_folders(
+        manifest, report = generic.from_class_folders(
             root,
             split_level=settings.get("split_level", "auto"),
             subject_pattern=settings.get("subject_pattern"),

@@ -3,8 +3,9 @@
 import logging
 from pathlib import Path
 
-from fairfer import rafdb
-from fairfer.dataset_checks import check_splits
+from fairfer.datasets import rafdb
+from fairfer.datasets.checks import check_splits
+from fairfer.datasets.splits import split_validation
 from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def ingest(
         sample_per_split=settings.get("sample"),
         seed=seed,
     )
-    manifest = rafdb.split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
+    manifest = split_validation(manifest, fraction=settings["valid_fraction"], seed=seed)
     checks = checks or {}
     manifest, report["checks"] = check_splits(
         manifest,

@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from fairfer import utkface
+from fairfer.datasets import utkface
 from fairfer.schemas import publish_manifest
 
 logger = logging.getLogger(__name__)

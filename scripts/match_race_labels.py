@@ -13,14 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.external_reference import (
-    TAXONOMIES,
-    evaluate_in_taxonomy,
-    fairface_labels_in_taxonomy,
-)
-from fairfer.label_correction import corrected_composition_table, label_errors
-from fairfer.plots import plot_composition
-from fairfer.race_matching import (
+from fairfer.fairness.uncertainty import label_accuracies
+from fairfer.labels.classifiers import (
     AttributeClassifier,
     composition,
     evaluate,
@@ -28,6 +22,13 @@ from fairfer.race_matching import (
     label_targets,
     prefer_ground_truth,
 )
+from fairfer.labels.correction import corrected_composition_table, label_errors
+from fairfer.labels.external import (
+    TAXONOMIES,
+    evaluate_in_taxonomy,
+    fairface_labels_in_taxonomy,
+)
+from fairfer.report.plots import plot_composition
 from fairfer.schemas import (
     ATTRIBUTE_CLASSES,
     extra_attributes_of,
@@ -35,7 +36,6 @@ from fairfer.schemas import (
     schema_metadata,
     write_parquet,
 )
-from fairfer.uncertainty import label_accuracies
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 
 from fairfer.inference import resolve_device
-from fairfer.models import ModelSpec, build_network
 from fairfer.schemas import (
     ATTRIBUTES,
     AUGMENTED,
@@ -26,15 +25,7 @@ from fairfer.schemas import (
     read_checked,
     write_parquet,
 )
-from fairfer.strategies import AUGMENTATION_STRATEGIES, build_strategy
-from fairfer.training import (
-    Runtime,
-    make_deterministic,
-    predict_proba,
-    seed_everything,
-    train,
-)
-from fairfer.training_data import (
+from fairfer.training.data import (
     Encoding,
     Split,
     dataset_classes,
@@ -43,6 +34,15 @@ from fairfer.training_data import (
     input_lookup,
     labelled_split,
     model_inputs,
+)
+from fairfer.training.models import ModelSpec, build_network
+from fairfer.training.strategies import AUGMENTATION_STRATEGIES, build_strategy
+from fairfer.training.trainer import (
+    Runtime,
+    make_deterministic,
+    predict_proba,
+    seed_everything,
+    train,
 )
 
 logger = logging.getLogger(__name__)

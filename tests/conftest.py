@@ -1,12 +1,12 @@
-"""Make the ``fairfer`` package importable from ``scripts/`` without installing it, and share
-one finished small pipeline run between the end-to-end tests of a session."""
+"""One finished small pipeline run shared between the end-to-end tests of a session.
+
+The ``fairfer`` package is the installed one (``envs/install.sh`` installs it in editable
+mode); rule scripts are loaded from their files (``rule_scripts.rule_script``).
+"""
 
 import pathlib
-import sys
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fairfer import fer2013, generic_manifest, rafdb, utkface
-from fairfer.generic_manifest import MANIFEST_COLUMNS
-from fairfer.schemas import FAIRFACE_RACES, MANIFEST, table_from_frame
+from fairfer.datasets import fer2013, generic, rafdb, splits, utkface
+from fairfer.schemas import FAIRFACE_RACES, MANIFEST, MANIFEST_COLUMNS, table_from_frame
 
 
 def _image(path: Path, value: int = 128) -> None:
@@ -169,19 +168,21 @@ def test_split_validation_is_stratified_seeded_and_order_free() -> None:
             "emotion": ["happiness"] * 20 + ["fear"] * 10 + ["anger"],
         }
     )
-    carved = rafdb.split_validation(manifest, fraction=0.2, seed=3)
+    carved = splits.split_validation(manifest, fraction=0.2, seed=3)
     valid = carved[carved["split"] == "valid"]
     assert valid["emotion"].value_counts().to_dict() == {"happiness": 4, "fear": 2}
     assert carved.loc[30, "split"] == "test"
     assert manifest["split"].eq("train").sum() == 30  # input left untouched
-    shuffled = rafdb.split_validation(manifest.sample(frac=1, random_state=1), fraction=0.2, seed=3)
+    shuffled = splits.split_validation(
+        manifest.sample(frac=1, random_state=1), fraction=0.2, seed=3
+    )
     assert set(shuffled.loc[shuffled["split"] == "valid", "image_id"]) == set(valid["image_id"])
-    other_seed = rafdb.split_validation(manifest, fraction=0.2, seed=4)
+    other_seed = splits.split_validation(manifest, fraction=0.2, seed=4)
     assert set(other_seed.loc[other_seed["split"] == "valid", "image_id"]) != set(valid["image_id"])
     with pytest.raises(ValueError, match="already has a 'valid' split"):
-        rafdb.split_validation(carved, fraction=0.2, seed=3)
+        splits.split_validation(carved, fraction=0.2, seed=3)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        rafdb.split_validation(manifest, fraction=1.0, seed=3)
+        splits.split_validation(manifest, fraction=1.0, seed=3)
 
 
 def test_coarse_age_maps_both_vocabularies() -> None:
@@ -261,7 +262,7 @@ def test_utkface_without_images_names_config_key(tmp_path: Path) -> None:
 
 def test_assign_splits_follows_fractions_and_groups() -> None:
     keys = [f"subject{i // 3}" for i in range(300)]
-    splits = generic_manifest.assign_splits(keys, fractions={"train": 0.5, "test": 0.5}, seed=0)
+    splits = generic.assign_splits(keys, fractions={"train": 0.5, "test": 0.5}, seed=0)
     frame = pd.DataFrame({"key": keys, "split": splits})
     assert (frame.groupby("key")["split"].nunique() == 1).all()
     assert frame.drop_duplicates("key")["split"].value_counts().to_dict() == {
@@ -269,9 +270,9 @@ def test_assign_splits_follows_fractions_and_groups() -> None:
         "test": 50,
     }
     with pytest.raises(ValueError, match="sum to 1"):
-        generic_manifest.assign_splits(keys, fractions={"train": 0.5}, seed=0)
+        generic.assign_splits(keys, fractions={"train": 0.5}, seed=0)
     with pytest.raises(ValueError, match="unknown splits"):
-        generic_manifest.assign_splits(keys, fractions={"train": 0.5, "val": 0.5}, seed=0)
+        generic.assign_splits(keys, fractions={"train": 0.5, "val": 0.5}, seed=0)
 
 
 def test_generic_csv_aliases_demographics_and_subject_split(tmp_path: Path) -> None:
@@ -293,7 +294,7 @@ def test_generic_csv_aliases_demographics_and_subject_split(tmp_path: Path) -> N
     rows.append({**rows[0], "path": "faces/absent.png"})
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
 
-    manifest, report = generic_manifest.build_manifest(tmp_path, dataset="mine", seed=2)
+    manifest, report = generic.build_manifest(tmp_path, dataset="mine", seed=2)
     _assert_manifest(manifest)
     assert report == {
         "splits_drawn_with_seed": 1,
@@ -326,15 +327,15 @@ def test_generic_csv_aliases_demographics_and_subject_split(tmp_path: Path) -> N
 def test_generic_csv_unknown_emotion_names_value_and_line(tmp_path: Path) -> None:
     (tmp_path / "manifest.csv").write_text("path,emotion\na.jpg,happy\nb.jpg,bored\n")
     with pytest.raises(ValueError, match=r"manifest.csv, line 3: emotion 'bored'"):
-        generic_manifest.build_manifest(tmp_path)
+        generic.build_manifest(tmp_path)
     # The same name passes once the vocabulary or the aliases cover it.
     _image(tmp_path / "a.jpg")
     _image(tmp_path / "b.jpg")
-    manifest, _ = generic_manifest.build_manifest(
+    manifest, _ = generic.build_manifest(
         tmp_path, emotion_aliases={"bored": "neutral", "happy": "happiness"}
     )
     assert manifest["emotion"].tolist() == ["happiness", "neutral"]
-    manifest, _ = generic_manifest.build_manifest(
+    manifest, _ = generic.build_manifest(
         tmp_path, emotion_vocabulary=("Happy", "Bored"), emotion_aliases={}
     )
     assert manifest["emotion"].tolist() == ["Happy", "Bored"]
@@ -342,25 +343,25 @@ def test_generic_csv_unknown_emotion_names_value_and_line(tmp_path: Path) -> Non
 
 def test_generic_csv_given_split_and_input_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="datasets.mine.path"):
-        generic_manifest.build_manifest(tmp_path, dataset="mine")
+        generic.build_manifest(tmp_path, dataset="mine")
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         _image(tmp_path / name)
     csv = tmp_path / "manifest.csv"
     csv.write_text(
         "path,emotion,split,subject_id\na.jpg,happy,Train,x\nb.jpg,sad,val,x\nc.jpg,sad,test,\n"
     )
-    manifest, report = generic_manifest.build_manifest(tmp_path)
+    manifest, report = generic.build_manifest(tmp_path)
     assert manifest["split"].tolist() == ["train", "valid", "test"]
     assert report["splits_drawn_with_seed"] == 0 and report["subjects_in_several_splits"] == 1
     csv.write_text("path,emotion,split\na.jpg,happy,holdout\n")
     with pytest.raises(ValueError, match="line 2: split 'holdout'"):
-        generic_manifest.build_manifest(tmp_path)
+        generic.build_manifest(tmp_path)
     csv.write_text("file,emotion\na.jpg,happy\n")
     with pytest.raises(ValueError, match=r"lacks required columns \['path'\]"):
-        generic_manifest.build_manifest(tmp_path)
+        generic.build_manifest(tmp_path)
     csv.write_text("path,emotion\nmissing.jpg,happy\n")
     with pytest.raises(FileNotFoundError, match="none of the 1 listed images"):
-        generic_manifest.build_manifest(tmp_path)
+        generic.build_manifest(tmp_path)
 
 
 def test_folder_sets_join_metadata_per_set(tmp_path: Path) -> None:
@@ -375,7 +376,7 @@ def test_folder_sets_join_metadata_per_set(tmp_path: Path) -> None:
         }
     ).to_csv(tmp_path / "sets.csv", index=False)
 
-    manifest, report = generic_manifest.from_folder_sets(tmp_path, "sets.csv", seed=5)
+    manifest, report = generic.from_folder_sets(tmp_path, "sets.csv", seed=5)
     _assert_manifest(manifest)
     assert report["images_without_metadata"] == 1 and report["sets_without_images"] == 1
     assert report["images"] == 4
@@ -395,19 +396,17 @@ def test_folder_sets_join_metadata_per_set(tmp_path: Path) -> None:
 def test_folder_sets_demographics_only_and_bad_metadata(tmp_path: Path) -> None:
     _image(tmp_path / "images/p1/x.jpg")
     (tmp_path / "sets.csv").write_text("person,gender\np1,Male\n")
-    manifest, _ = generic_manifest.from_folder_sets(tmp_path, "sets.csv", set_column="person")
+    manifest, _ = generic.from_folder_sets(tmp_path, "sets.csv", set_column="person")
     assert manifest.loc[0, "emotion"] is None and manifest.loc[0, "gender"] == "Male"
     (tmp_path / "sets.csv").write_text("person,emotion\np1,happy\np1,sad\n")
     with pytest.raises(ValueError, match="repeated ids"):
-        generic_manifest.from_folder_sets(tmp_path, "sets.csv", set_column="person")
+        generic.from_folder_sets(tmp_path, "sets.csv", set_column="person")
     (tmp_path / "sets.csv").write_text("person,emotion\np1,jubilant\n")
     with pytest.raises(ValueError, match="line 2: emotion 'jubilant'"):
-        generic_manifest.from_folder_sets(tmp_path, "sets.csv", set_column="person")
+        generic.from_folder_sets(tmp_path, "sets.csv", set_column="person")
     (tmp_path / "sets.csv").write_text("person,emotion\np1,happy\n")
     with pytest.raises(FileNotFoundError, match="matches '\\*/\\*.png'"):
-        generic_manifest.from_folder_sets(
-            tmp_path, "sets.csv", set_column="person", image_glob="*/*.png"
-        )
+        generic.from_folder_sets(tmp_path, "sets.csv", set_column="person", image_glob="*/*.png")
 
 
 # --- FER2013 CSV --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fairfer.alignment import (
+from fairfer.faces.alignment import (
     ARCFACE_TEMPLATE_112,
     AlignmentResult,
     FaceAligner,

@@ -1,4 +1,4 @@
-"""Tests of fairfer.augmentation on tiny synthetic images and cell tables."""
+"""Tests of fairfer.training.augmentation on tiny synthetic images and cell tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fairfer.augmentation import (
+from fairfer.training.augmentation import (
     APPLIED_KEYS,
     AugmentationParams,
     apply_plan,
@@ -182,7 +182,7 @@ def sizes_of(plan: pd.DataFrame) -> dict[tuple[str, str], int]:
 
 def test_plan_balances_to_max_and_keeps_originals(caplog: pytest.LogCaptureFixture) -> None:
     cells = make_cells()
-    with caplog.at_level(logging.WARNING, logger="fairfer.augmentation"):
+    with caplog.at_level(logging.WARNING, logger="fairfer.training.augmentation"):
         plan = balanced_oversampling_plan(cells, cell_columns=["race", "emotion"], seed=0)
 
     assert list(plan.columns) == [
@@ -241,7 +241,7 @@ def test_median_and_int_targets_keep_large_cells_whole() -> None:
 
 def test_copy_cap_leaves_cells_below_target(caplog: pytest.LogCaptureFixture) -> None:
     cells = make_cells()
-    with caplog.at_level(logging.WARNING, logger="fairfer.augmentation"):
+    with caplog.at_level(logging.WARNING, logger="fairfer.training.augmentation"):
         plan = balanced_oversampling_plan(
             cells, cell_columns=["race", "emotion"], seed=0, max_copies_per_image=2
         )

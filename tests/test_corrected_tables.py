@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairfer.label_correction import LabelErrors, label_errors
-from fairfer.tables import compare_runs, fairness_tables
+from fairfer.fairness.tables import compare_runs, fairness_tables
+from fairfer.labels.correction import LabelErrors, label_errors
 
 CLASSES = ["neutral", "happiness", "surprise"]
 RACES = ("White", "Black", "Indian")
@@ -163,8 +163,8 @@ def test_label_errors_read_the_in_domain_matrix_and_say_why_not():
 
 
 def test_corrected_composition_recovers_the_true_shares_with_an_interval():
-    from fairfer.label_correction import corrected_composition_table
-    from fairfer.plots import plot_composition
+    from fairfer.labels.correction import corrected_composition_table
+    from fairfer.report.plots import plot_composition
 
     rng = np.random.default_rng(5)
     true_race = rng.choice(RACES, 20000, p=[0.6, 0.3, 0.1])

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairfer.dataset_audit import audit_dataset
+from fairfer.fairness.dataset_audit import audit_dataset
 
 
 def _rows(pairs):

@@ -1,4 +1,4 @@
-"""Tests for fairfer.download against a real HTTP server on 127.0.0.1.
+"""Tests for fairfer.datasets.download against a real HTTP server on 127.0.0.1.
 
 The Kaggle tests run the same server as a stand-in for Kaggle's REST API: it checks the HTTP
 Basic credentials, answers 401/403/404 as Kaggle does, and redirects an authorised download
@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from fairfer.download import (
+from fairfer.datasets.download import (
     ChecksumMismatchError,
     CredentialsError,
     DownloadError,

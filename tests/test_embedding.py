@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fairfer.embedding import crop_loader, embed_batches
+from fairfer.faces.embedding import crop_loader, embed_batches
 from fairfer.schemas import ALIGNED, write_parquet
 
 
@@ -80,8 +80,8 @@ def _asymmetric_crops(path, n: int = 6):
 
 
 def test_pooled_label_features_come_from_the_same_pass_as_the_embedding(tmp_path):
-    from fairfer.embedding import LabelFeatures, embed_with_label_features
-    from fairfer.facenet import POOLED_FEATURES, EmbeddingAndPooled, build_facenet
+    from fairfer.faces.embedding import LabelFeatures, embed_with_label_features
+    from fairfer.faces.facenet import POOLED_FEATURES, EmbeddingAndPooled, build_facenet
 
     torch.manual_seed(0)
     model = build_facenet(embedding_size=128).eval()

@@ -7,16 +7,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from match_race_labels import match
+from rule_scripts import rule_script
 
-from fairfer.external_reference import (
+from fairfer.datasets.utkface import RACE_TO_FAIRFACE
+from fairfer.labels.external import (
     TAXONOMIES,
     Taxonomy,
     evaluate_in_taxonomy,
     fairface_labels_in_taxonomy,
 )
 from fairfer.schemas import ATTRIBUTE_CLASSES, FAIRFACE_RACES, embeddings_schema
-from fairfer.utkface import RACE_TO_FAIRFACE
+
+match = rule_script("match_race_labels").match
 
 UTK_RACE = TAXONOMIES["utkface"]["race"]
 
@@ -222,7 +224,7 @@ def test_match_measures_in_domain_and_fits_on_the_rendered_copy(tmp_path):
     assert reports["clean"]["n_train"] == 450 and reports["both"]["n_train"] == 900
     assert reports["domain"]["fit_on"] == "domain"
     assert set(per_class["evaluated_on"]) == {"fairface_valid", "fairface_valid_rendered"}
-    from fairfer.uncertainty import label_accuracies
+    from fairfer.fairness.uncertainty import label_accuracies
 
     assert label_accuracies(reports["clean"])["race"] == race["in_domain"]["accuracy"]
     json.dumps(reports["both"])

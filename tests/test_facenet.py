@@ -1,4 +1,4 @@
-"""Tests for fairfer.facenet: Keras FaceNet extraction/conversion, model loading, preprocessing."""
+"""Tests for fairfer.faces.facenet: Keras weights conversion, model loading, preprocessing."""
 
 import hashlib
 import io
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairfer import facenet
+from fairfer.faces import facenet
 
 # Facts about the real facenet_keras.h5 (sha256 6acdd8fb...) that the synthetic file must share.
 REAL_WEIGHT_ARRAYS = 490

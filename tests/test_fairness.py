@@ -29,7 +29,7 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from fairfer.fairness import (
+from fairfer.fairness.metrics import (
     UNKNOWN_GROUP,
     align_runs,
     attribute_label,
@@ -37,7 +37,7 @@ from fairfer.fairness import (
     group_coding,
     write_table,
 )
-from fairfer.tables import fairness_tables, with_interval_text
+from fairfer.fairness.tables import fairness_tables, with_interval_text
 
 CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 

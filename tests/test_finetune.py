@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fairfer.facenet import build_facenet
-from fairfer.finetune import (
+from fairfer.faces.facenet import build_facenet
+from fairfer.faces.finetune import (
     FACENET_BLOCKS,
     ActivationCache,
     FineTuneSettings,

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_small, resnet18
 
-from fairfer.gradcam import EmotionLogits, default_target_layer, grad_cam, sample_cells
-from fairfer.models import ModelSpec, build_network
+from fairfer.report.gradcam import EmotionLogits, default_target_layer, grad_cam, sample_cells
+from fairfer.training.models import ModelSpec, build_network
 
 
 def network(architecture: str, source: str = "gray48") -> nn.Module:

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairfer.facenet import build_facenet
-from fairfer.finetune import build_multitask
+from fairfer.faces.facenet import build_facenet
+from fairfer.faces.finetune import build_multitask
 from fairfer.inference import (
     InferenceNetwork,
     dtype_name,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fairfer import fairface, ferplus
+from fairfer.datasets import fairface, ferplus
 from fairfer.schemas import FERPLUS_VOTE_COLUMNS, MANIFEST, read_checked, write_parquet
 
 

@@ -16,16 +16,18 @@ from dataset_fixtures import (
     build_generic_csv,
     build_utkface_folder,
 )
-from download_fairface import download as download_fairface
-from ingest_fairface import ingest as ingest_fairface
-from ingest_ferplus import ingest as ingest_ferplus
-from ingest_generic import ingest as ingest_generic
-from ingest_utkface import ingest as ingest_utkface
 from PIL import Image
+from rule_scripts import rule_script
 
-from fairfer import ferplus
-from fairfer.race_matching import prefer_ground_truth
+from fairfer.datasets import ferplus
+from fairfer.labels.classifiers import prefer_ground_truth
 from fairfer.schemas import FERPLUS_VOTE_COLUMNS, MANIFEST, read_checked
+
+download_fairface = rule_script("download_fairface").download
+ingest_fairface = rule_script("ingest_fairface").ingest
+ingest_ferplus = rule_script("ingest_ferplus").ingest
+ingest_generic = rule_script("ingest_generic").ingest
+ingest_utkface = rule_script("ingest_utkface").ingest
 
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 needs_real_data = pytest.mark.skipif(

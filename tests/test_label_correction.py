@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from fairfer.label_correction import (
+from fairfer.labels.correction import (
     CORRECTION_ASSUMPTION,
     Correction,
     correct_counts,

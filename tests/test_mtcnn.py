@@ -12,7 +12,7 @@ from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from facenet_pytorch.models.utils.detect_face import detect_face
 from PIL import Image
 
-from fairfer.mtcnn import detect_faces, pyramid_scales
+from fairfer.faces.mtcnn import detect_faces, pyramid_scales
 
 DATA_DIR = Path(
     os.environ.get("FAIRFER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from fairfer import generic_manifest
-from fairfer.attributes import attribute_columns, bin_labels, normalize_attribute
 from fairfer.config_checks import coerce_strings, config_error
-from fairfer.dataset_checks import ABSENT_FROM_TRAIN, check_splits
+from fairfer.datasets import generic
+from fairfer.datasets.attributes import attribute_columns, bin_labels, normalize_attribute
+from fairfer.datasets.checks import ABSENT_FROM_TRAIN, check_splits
 from fairfer.errors import DatasetError, UserError
 from fairfer.schemas import ATTRIBUTE_CLASSES, extra_attributes_of, publish_manifest
 
@@ -82,9 +82,7 @@ def test_class_folders(tmp_path, with_splits):
             for subject in range(4):
                 _image(tmp_path / split / folder / f"S{subject:03d}_001_{folder}.png")
     _image(tmp_path / (splits[0] or ".") / "stray.png")
-    manifest, report = generic_manifest.from_class_folders(
-        tmp_path, subject_pattern=r"^(S\d+)_", seed=1
-    )
+    manifest, report = generic.from_class_folders(tmp_path, subject_pattern=r"^(S\d+)_", seed=1)
     assert report["split_level"] is with_splits
     assert len(manifest) == len(splits) * 12 and report["files_outside_class_folders"] == 1
     assert set(manifest["emotion"]) == set(names.values())
@@ -102,16 +100,14 @@ def test_class_folders(tmp_path, with_splits):
 def test_class_folders_errors_name_the_fix(tmp_path):
     _image(tmp_path / "train" / "joyful" / "a.png")
     with pytest.raises(DatasetError, match=r"\['joyful'\].*emotion_aliases"):
-        generic_manifest.from_class_folders(tmp_path)
-    manifest, _ = generic_manifest.from_class_folders(
-        tmp_path, emotion_aliases={"joyful": "happiness"}
-    )
+        generic.from_class_folders(tmp_path)
+    manifest, _ = generic.from_class_folders(tmp_path, emotion_aliases={"joyful": "happiness"})
     assert manifest["emotion"].tolist() == ["happiness"]
     with pytest.raises(DatasetError, match="split_level is yes.*not split names"):
-        generic_manifest.from_class_folders(tmp_path / "train", split_level="yes")
+        generic.from_class_folders(tmp_path / "train", split_level="yes")
     # A custom vocabulary: the dataset's own classes.
     _image(tmp_path / "train" / "calm" / "b.png")
-    manifest, _ = generic_manifest.from_class_folders(
+    manifest, _ = generic.from_class_folders(
         tmp_path, emotion_vocabulary=("calm", "happiness"), emotion_aliases={"joyful": "happiness"}
     )
     assert sorted(manifest["emotion"]) == ["calm", "happiness"]
@@ -124,7 +120,7 @@ def test_folder_sets_with_emotions_in_file_names_and_a_country(tmp_path):
     (tmp_path / "emotions.csv").write_text(
         "\ufeffset_id;gender;age;country\n0001;FEMALE;34;Spain\n0002;MALE;71;Japan\n"
     )
-    manifest, report = generic_manifest.from_folder_sets(
+    manifest, report = generic.from_folder_sets(
         tmp_path,
         "emotions.csv",
         emotion_from="filename",
@@ -141,19 +137,19 @@ def test_folder_sets_with_emotions_in_file_names_and_a_country(tmp_path):
     assert rows.loc["images/0002/Sad", "age"] == "more than 70"
     assert list(manifest.columns[-1:]) == ["country"]
     with pytest.raises(DatasetError, match=r"names \['skin_tone'\].*its columns"):
-        generic_manifest.from_folder_sets(
+        generic.from_folder_sets(
             tmp_path, "emotions.csv", emotion_from="filename", extra_attributes=["skin_tone"]
         )
     _image(tmp_path / "images" / "0001" / "notes.jpg")
     with pytest.raises(DatasetError, match=r"\['notes'\].*emotion_aliases"):
-        generic_manifest.from_folder_sets(tmp_path, "emotions.csv", emotion_from="filename")
+        generic.from_folder_sets(tmp_path, "emotions.csv", emotion_from="filename")
 
 
 def test_folder_sets_pointed_at_class_folders_names_the_layout(tmp_path):
     for emotion in ("happy", "sad", "angry"):
         _image(tmp_path / "images" / emotion / "1.jpg")
     with pytest.raises(DatasetError, match="class-folders layout.*format to class_folders"):
-        generic_manifest.from_folder_sets(tmp_path, "metadata.csv")
+        generic.from_folder_sets(tmp_path, "metadata.csv")
 
 
 @pytest.mark.parametrize("separator", [",", ";", "\t"])
@@ -163,7 +159,7 @@ def test_csv_dialects_are_sniffed(tmp_path, separator, bom):
     _image(tmp_path / "b.jpg")
     rows = [["path", "emotion", "gender"], ["a.jpg", "happy", "f"], ["b.jpg", "sad", "m"]]
     (tmp_path / "manifest.csv").write_text(bom + "\n".join(separator.join(r) for r in rows))
-    manifest, _ = generic_manifest.build_manifest(tmp_path)
+    manifest, _ = generic.build_manifest(tmp_path)
     assert manifest["emotion"].tolist() == ["happiness", "sadness"]
     assert manifest["gender"].tolist() == ["Female", "Male"]
 
@@ -171,10 +167,10 @@ def test_csv_dialects_are_sniffed(tmp_path, separator, bom):
 def test_column_hints_name_the_real_cause(tmp_path):
     (tmp_path / "manifest.csv").write_text('"path;emotion"\n"a.jpg;happy"\n')
     with pytest.raises(DatasetError, match="read as one column"):
-        generic_manifest.build_manifest(tmp_path)
+        generic.build_manifest(tmp_path)
     (tmp_path / "manifest.csv").write_text("paths,emotion\na.jpg,happy\n")
     with pytest.raises(DatasetError, match="Did you mean 'paths' for 'path'"):
-        generic_manifest.build_manifest(tmp_path)
+        generic.build_manifest(tmp_path)
 
 
 def test_missing_files_are_rejects_and_rows_reconcile(tmp_path):
@@ -182,7 +178,7 @@ def test_missing_files_are_rejects_and_rows_reconcile(tmp_path):
     (tmp_path / "manifest.csv").write_text(
         "path,emotion,country\na.jpg,happy,Spain\ngone.jpg,sad,Japan\n"
     )
-    manifest, report = generic_manifest.build_manifest(tmp_path, extra_attributes=["country"])
+    manifest, report = generic.build_manifest(tmp_path, extra_attributes=["country"])
     out = tmp_path / "out"
     published = publish_manifest(
         manifest,
@@ -259,7 +255,6 @@ def test_config_errors_are_one_paragraph():
 def test_user_errors_print_one_paragraph_and_log_their_traceback(tmp_path):
     log = tmp_path / "rule.log"
     script = (
-        f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
         "from fairfer.logs import configure_logging\n"
         "from fairfer.errors import DatasetError\n"
         f"configure_logging({str(log)!r})\n"

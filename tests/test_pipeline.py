@@ -492,7 +492,7 @@ def test_predictions_and_fairness_tables(run):
 def test_report_is_one_offline_page(run, tmp_path):
     from browser import CHROMIUM, render
 
-    from fairfer.report import external_references
+    from fairfer.report.html import external_references
 
     strategies = yaml.safe_load((run / "config/config.yaml").read_text())["strategies"]
     page = run / "results/report/fairness_report.html"
@@ -550,11 +550,11 @@ def workflow_copy(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("models:\n  compact_cnn:\n    epochs: -1\n", "['compact_cnn']['epochs']"),
-        ("models:\n  compact_cnn:\n    epochs: five\n", "['compact_cnn']['epochs']"),
+        ("models:\n  compact_cnn:\n    epochs: -1\n", "models.compact_cnn.epochs: found -1"),
+        ("models:\n  compact_cnn:\n    epochs: five\n", "models.compact_cnn.epochs: found 'five'"),
         ("training:\n  models: [vgg_nowhere]\n", "vgg_nowhere"),
         ("strategies:\n  unknown_strategy: {}\n", "unknown_strategy"),
-        ("strategies:\n  baseline: null\n", "['strategies']['baseline']"),
+        ("strategies:\n  baseline: null\n", "strategies.baseline: found None"),
         ("alignment:\n  common:\n    max_detector_side: -5\n", "max_detector_side"),
     ],
 )

@@ -8,8 +8,6 @@ large, duplicate ids, and valid images in every pixel format.
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,13 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from rule_scripts import rule_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fairfer.schemas import INGEST_REJECTS, MANIFEST, publish_manifest, write_parquet
 
-from align_faces import align_shard  # noqa: E402
-from embed_faces import embed_shard  # noqa: E402
-
-from fairfer.schemas import INGEST_REJECTS, MANIFEST, publish_manifest, write_parquet  # noqa: E402
+align_shard = rule_script("align_faces").align_shard
+embed_shard = rule_script("embed_faces").embed_shard
 
 # The tests lower Pillow's decompression-bomb limit, so ordinary crops pass it with a warning.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

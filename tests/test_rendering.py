@@ -1,4 +1,4 @@
-"""Rendering FairFace like an emotion dataset's images (fairfer.rendering)."""
+"""Rendering FairFace like an emotion dataset's images (fairfer.labels.rendering)."""
 
 import io
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from fairfer.rendering import DOMAIN_DATASET, DomainRender, render_batches, render_image
+from fairfer.labels.rendering import DOMAIN_DATASET, DomainRender, render_batches, render_image
 from fairfer.schemas import MANIFEST
 
 

@@ -1,6 +1,5 @@
 """The HTML report: self-contained, and rendered by a real headless browser with no network."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,15 +7,14 @@ import pandas as pd
 import pytest
 from browser import CHROMIUM, render
 from PIL import Image
+from rule_scripts import rule_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fairfer.fairness.dataset_audit import audit_dataset
+from fairfer.fairness.tables import compare_runs, fairness_tables
+from fairfer.report.html import external_references
+from fairfer.report.plots import plot_composition, plot_gradcam_grid, plot_npmi_heatmaps
 
-from fairness_report import report  # noqa: E402
-
-from fairfer.dataset_audit import audit_dataset  # noqa: E402
-from fairfer.plots import plot_composition, plot_gradcam_grid, plot_npmi_heatmaps  # noqa: E402
-from fairfer.report import external_references  # noqa: E402
-from fairfer.tables import compare_runs, fairness_tables  # noqa: E402
+report = rule_script("fairness_report").report
 
 CLASSES = ["neutral", "happiness", "surprise"]
 ATTRIBUTES = ["race", ["race", "gender"]]

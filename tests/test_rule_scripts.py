@@ -2,20 +2,18 @@
 
 import io
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from rule_scripts import rule_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fairfer.schemas import ALIGNED, MANIFEST, read_checked, write_parquet
 
-from alignment_report import summarise  # noqa: E402
-from compare_strategies import headline_metrics  # noqa: E402
-
-from fairfer.schemas import ALIGNED, MANIFEST, read_checked, write_parquet  # noqa: E402
+summarise = rule_script("alignment_report").summarise
+headline_metrics = rule_script("compare_strategies").headline_metrics
 
 
 def test_alignment_summary_reconciles_statuses():
@@ -60,7 +58,7 @@ def test_undecodable_and_faceless_images_become_rejects():
 
 
 def test_labelled_split_keeps_only_majority_labelled_rows():
-    from fairfer.training_data import labelled_split
+    from fairfer.training.data import labelled_split
 
     frame = pd.DataFrame(
         {"split": ["test", "test", "train"], "label_status": ["ok", "no_majority", "ok"]}
@@ -129,7 +127,7 @@ def test_write_parquet_is_atomic_and_enforces_the_schema(tmp_path):
 
 
 def test_composition_plot_is_written(tmp_path):
-    from fairfer.plots import plot_composition
+    from fairfer.report.plots import plot_composition
 
     composition = pd.DataFrame(
         {
@@ -152,7 +150,7 @@ def test_fairface_archive_with_a_wrong_checksum_leaves_no_output(tmp_path):
 
     from download_fairface import download
 
-    from fairfer.download import ChecksumMismatchError
+    from fairfer.datasets.download import ChecksumMismatchError
 
     source = tmp_path / "fairface.zip"
     with zipfile.ZipFile(source, "w") as archive:

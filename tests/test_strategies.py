@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fairfer.strategies import (
+from fairfer.training.data import Encoding, Split
+from fairfer.training.strategies import (
     Adversarial,
     DynamicWeighting,
     GradientReversal,
@@ -17,7 +18,6 @@ from fairfer.strategies import (
     dynamic_group_weights,
     kamiran_calders_weights,
 )
-from fairfer.training_data import Encoding, Split
 
 ENCODING = Encoding(
     classes=("neutral", "happiness"),

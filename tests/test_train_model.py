@@ -1,7 +1,6 @@
 """train_model.run on tiny files in the pipeline's schemas: pools, inputs, predictions."""
 
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from rule_scripts import rule_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-from train_model import run  # noqa: E402
-
-from fairfer.schemas import (  # noqa: E402
+from fairfer.schemas import (
     ATTRIBUTE_CLASSES,
     AUGMENTED,
     GROUP_LABELS,
@@ -23,6 +19,8 @@ from fairfer.schemas import (  # noqa: E402
     embeddings_schema,
     write_parquet,
 )
+
+run = rule_script("train_model").run
 
 EMOTIONS = ["neutral", "happiness"]
 SPLITS = ["train"] * 40 + ["valid"] * 12 + ["test"] * 12

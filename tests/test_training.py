@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from fairfer.inference import has_native_bfloat16
-from fairfer.models import ARCHITECTURES, ModelSpec, build_network
-from fairfer.strategies import DynamicWeighting, Strategy
-from fairfer.training import (
+from fairfer.training.data import Encoding, Split, decode_images, model_inputs
+from fairfer.training.models import ARCHITECTURES, ModelSpec, build_network
+from fairfer.training.strategies import DynamicWeighting, Strategy
+from fairfer.training.trainer import (
     Runtime,
     predict_proba,
     random_affine,
@@ -20,7 +21,6 @@ from fairfer.training import (
     train,
     warmup_cosine,
 )
-from fairfer.training_data import Encoding, Split, decode_images, model_inputs
 
 ENCODING = Encoding(classes=("a", "b", "c"), attributes={"race": ("White", "Black")})
 SPEC = ModelSpec(

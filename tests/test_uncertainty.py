@@ -6,9 +6,9 @@ import pytest
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 
-from fairfer.fairness import confusion_counts, figures
-from fairfer.tables import aggregate_over_seeds, compare_runs, fairness_tables, prepare
-from fairfer.uncertainty import percentile_interval, resampled_rows, sample_labels
+from fairfer.fairness.metrics import confusion_counts, figures
+from fairfer.fairness.tables import aggregate_over_seeds, compare_runs, fairness_tables, prepare
+from fairfer.fairness.uncertainty import percentile_interval, resampled_rows, sample_labels
 
 CLASSES = ["neutral", "happiness"]
 

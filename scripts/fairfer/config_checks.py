@@ -160,3 +160,95 @@ def config_error(config: Mapping, schema: Mapping, *, where: str) -> str | None:
     if description:
         text += f" ({' '.join(str(description).split())})"
     return f"{text} {fix}"
+
+
+#: Attributes inferred from FairFace where a dataset lacks them; any other is a dataset column.
+INFERABLE_ATTRIBUTES: tuple[str, ...] = ("race", "gender", "age")
+#: Every comparison is against this strategy.
+BASELINE = "baseline"
+
+
+def attribute_names(value: object) -> list[str]:
+    """The column names in an attribute setting (a name, or lists of names for intersections)."""
+    if isinstance(value, str):
+        return [value]
+    return [name for item in value or [] for name in attribute_names(item)]
+
+
+def extra_attributes(config: Mapping) -> list[str]:
+    """Attributes the run analyses beyond race, gender and age (``fairness.attributes``, the
+    selected strategies' groups, attributes and cells, ``report.gradcam.attribute``): columns
+    the emotion dataset must provide, never invented."""
+    names = attribute_names(config["fairness"]["attributes"])
+    for strategy in config["training"]["strategies"]:
+        for key in ("groups", "attributes", "cells"):
+            names += attribute_names(config["strategies"].get(strategy, {}).get(key))
+    names.append(config["report"]["gradcam"]["attribute"])
+    extra = [n for n in names if n not in INFERABLE_ATTRIBUTES and n not in ("emotion", "dataset")]
+    return list(dict.fromkeys(extra))
+
+
+def run_problem(config: Mapping) -> str | None:
+    """The first cross-key problem of a schema-valid configuration, in one paragraph."""
+    strategies = list(config["training"]["strategies"])
+    models = list(config["training"]["models"])
+    emotion = config["emotion_dataset"]
+    undefined = [s for s in strategies if s not in config["strategies"]]
+    if undefined:
+        return (
+            f"config key training.strategies names {undefined}, which are not defined under "
+            f"strategies (defined: {sorted(config['strategies'])}). Define them there, or "
+            "remove them from the list."
+        )
+    if BASELINE not in strategies:
+        return (
+            f"config key training.strategies is {strategies}: it must include {BASELINE!r}, "
+            "which every table compares against. Add it to the list."
+        )
+    undefined = [m for m in models if m not in config["models"]]
+    if undefined:
+        return (
+            f"config key training.models names {undefined}, which are not defined under "
+            f"models (defined: {sorted(config['models'])}). Define them there, or remove them "
+            "from the list."
+        )
+    if "group_labels" in [*models, *strategies]:
+        return (
+            "config: 'group_labels' is reserved (results/metrics.json keeps the labels' "
+            "accuracy under it); rename that model or strategy."
+        )
+    for name in models:
+        model = config["models"][name]
+        if (model["architecture"] == "embedding_mlp") != (model["input"] == "embeddings"):
+            return (
+                f"config key models.{name}: architecture embedding_mlp reads input embeddings, "
+                "and only it does; set architecture and input accordingly."
+            )
+    extra = extra_attributes(config)
+    if extra and emotion != "generic":
+        return (
+            f"config names the attributes {extra} (fairness.attributes, a strategy's groups or "
+            f"report.gradcam.attribute), but emotion_dataset {emotion} provides only race, "
+            "gender and age; other attributes are never invented. Remove them, or use a generic "
+            "dataset (emotion_dataset: generic) whose CSV has those columns."
+        )
+    if emotion in config["evaluation"]["datasets"]:
+        return (
+            f"config key evaluation.datasets lists the emotion dataset {emotion}: its own test "
+            "split is always evaluated. List only other emotion datasets."
+        )
+    second = None
+    if "dynamic_weighting" in strategies:
+        second = config["strategies"].get("dynamic_weighting", {}).get("second_dataset")
+    if second == emotion:
+        return (
+            "config key strategies.dynamic_weighting.second_dataset must differ from "
+            f"emotion_dataset ({emotion}); set it to another emotion dataset or null."
+        )
+    embedding = config["embedding"]
+    if embedding["weights"] == "random" and not embedding["allow_random_weights"]:
+        return (
+            "config key embedding.weights is 'random' but embedding.allow_random_weights is "
+            "false: set it to true to accept untrained embeddings (the outputs are marked)."
+        )
+    return None

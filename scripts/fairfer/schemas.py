@@ -86,6 +86,23 @@ MANIFEST = pa.schema(
 )
 
 
+#: Columns of every adapter's manifest: the MANIFEST schema's, without ``image``, plus
+#: ``subject_id``.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "dataset",
+    "split",
+    "source_path",
+    "emotion",
+    "label_status",
+    "emotion_votes",
+    "race",
+    "gender",
+    "age",
+    "subject_id",
+)
+
+
 def manifest_schema(extra_attributes: Sequence[str] = ()) -> pa.Schema:
     """:data:`MANIFEST` plus one string column per sensitive attribute beyond race, gender and
     age that the dataset provides (``country``, ``skin_tone``, ...), listed in the metadata."""

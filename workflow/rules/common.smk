@@ -1,16 +1,23 @@
-import ast
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
 
+# The installed package (envs/install.sh); its sources, for the rerun tracking below.
+from fairfer import config_checks, rule_inputs
+from fairfer.config_checks import (
+    attribute_names,
+    coerce_strings,
+    config_error,
+    extra_attributes,
+    run_problem,
+)
+from fairfer.datasets.layouts import dataset_path_errors, expected_layout
+
 SCRIPTS = Path(workflow.basedir).parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-from fairfer.config_checks import coerce_strings, config_error  # noqa: E402
 
 CONFIG_SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
 _schema = yaml.safe_load(CONFIG_SCHEMA.read_text())
@@ -24,6 +31,10 @@ if _problem:
     raise ValueError(_problem)
 # Fills in the schema's defaults.
 validate(config, schema="../schemas/config.schema.yaml")
+# Cross-key checks (strategies, models, attributes, datasets), before any name is used.
+_problem = run_problem(config)
+if _problem:
+    raise ValueError(_problem)
 
 EMOTION_DATASET = config["emotion_dataset"]
 # Demographic references besides FairFace, on which the FairFace-trained classifiers are
@@ -62,8 +73,8 @@ FOLDER_DATASETS = list(
 )
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
 STRATEGIES = list(config["training"]["strategies"])
-# Every comparison is against this strategy (check_strategies makes sure it is configured).
-BASELINE = "baseline"
+# Every comparison is against this strategy (fairfer.config_checks.run_problem checks it is run).
+BASELINE = config_checks.BASELINE
 MODELS = list(config["training"]["models"])
 SEEDS = list(config["training"]["seeds"])
 
@@ -95,171 +106,15 @@ FACE_DATASETS = DATASETS + [d for d in [SECOND_DATASET] if d and d not in DATASE
 SHARDS = list(range(config["alignment"]["shards"]))
 
 
-# Attributes a run analyses beyond race, gender and age (inferred where a dataset lacks them):
-# columns of the emotion dataset, never invented. From fairness.attributes, the strategies'
-# groups and report.gradcam.attribute.
-INFERABLE_ATTRIBUTES = ["race", "gender", "age"]
-
-
-def _attribute_names(value):
-    if isinstance(value, str):
-        return [value]
-    return [name for item in value or [] for name in _attribute_names(item)]
-
-
-EXTRA_ATTRIBUTES = list(
-    dict.fromkeys(
-        name
-        for name in _attribute_names(config["fairness"]["attributes"])
-        + [
-            name
-            for strategy in STRATEGIES
-            for key in ("groups", "attributes", "cells")
-            for name in _attribute_names(config["strategies"].get(strategy, {}).get(key))
-        ]
-        + [config["report"]["gradcam"]["attribute"]]
-        if name not in INFERABLE_ATTRIBUTES and name not in ("emotion", "dataset")
-    )
-)
-
-
+# Attributes a run analyses beyond race, gender and age: columns of the emotion dataset.
+EXTRA_ATTRIBUTES = extra_attributes(config)
 # Attributes of the evaluation datasets' tables: the emotion dataset's own columns beyond race,
 # gender and age are not theirs.
 EVALUATION_ATTRIBUTES = [
     attribute
     for attribute in config["fairness"]["attributes"]
-    if not set(_attribute_names(attribute)) & set(EXTRA_ATTRIBUTES)
+    if not set(attribute_names(attribute)) & set(EXTRA_ATTRIBUTES)
 ]
-
-
-def check_strategies():
-    undefined = [s for s in STRATEGIES if s not in config["strategies"]]
-    if undefined:
-        raise ValueError(
-            f"config key training.strategies names {undefined}, which are not defined under "
-            f"strategies (defined: {sorted(config['strategies'])}). Define them there, or "
-            "remove them from the list."
-        )
-    if BASELINE not in STRATEGIES:
-        raise ValueError(
-            f"config key training.strategies is {STRATEGIES}: it must include {BASELINE!r}, "
-            "which every table compares against. Add it to the list."
-        )
-    if EXTRA_ATTRIBUTES and EMOTION_DATASET != "generic":
-        raise ValueError(
-            f"config names the attributes {EXTRA_ATTRIBUTES} (fairness.attributes, a "
-            f"strategy's groups or report.gradcam.attribute), but emotion_dataset "
-            f"{EMOTION_DATASET} provides only race, gender and age; other attributes are "
-            "never invented. Remove them, or use a generic dataset (emotion_dataset: generic) "
-            "whose CSV has those columns."
-        )
-    reserved = [name for name in [*MODELS, *STRATEGIES] if name == "group_labels"]
-    if reserved:
-        raise ValueError(
-            "config: 'group_labels' is reserved (results/metrics.json keeps the labels' "
-            "accuracy under it); rename that model or strategy"
-        )
-    undefined = [m for m in MODELS if m not in config["models"]]
-    if undefined:
-        raise ValueError(
-            f"config key training.models names {undefined}, which are not defined under "
-            f"models (defined: {sorted(config['models'])})"
-        )
-    for name in MODELS:
-        model = config["models"][name]
-        if (model["architecture"] == "embedding_mlp") != (model["input"] == "embeddings"):
-            raise ValueError(
-                f"config key models.{name}: architecture embedding_mlp reads input embeddings, "
-                "and only it does"
-            )
-    if EMOTION_DATASET in EVALUATION_DATASETS:
-        raise ValueError(
-            f"config key evaluation.datasets lists the emotion dataset {EMOTION_DATASET}: its "
-            "own test split is always evaluated. List only other emotion datasets."
-        )
-    if SECOND_DATASET == EMOTION_DATASET:
-        raise ValueError(
-            "config key strategies.dynamic_weighting.second_dataset must differ from "
-            f"emotion_dataset ({EMOTION_DATASET})"
-        )
-    if config["embedding"]["weights"] == "random" and not config["embedding"][
-        "allow_random_weights"
-    ]:
-        raise ValueError(
-            "config key embedding.weights is 'random' but embedding.allow_random_weights is "
-            "false: set it to true to accept untrained embeddings (the outputs are marked)"
-        )
-
-
-# What each dataset must look like (key: dataset, or dataset/layout), for the errors that a
-# missing or misplaced copy raises.
-EXPECTED_LAYOUTS = {
-    "ferplus/png_folders": "FER2013Train/, FER2013Valid/, FER2013Test/ (PNGs + label.csv) and "
-    "fer2013new.csv, as written by Microsoft's FERPlus generate_training_data.py",
-    "ferplus/fer2013_csv": "fer2013.csv (the ICML 2013 challenge file, columns emotion, pixels, "
-    "Usage) and fer2013new.csv (the FER+ votes from github.com/microsoft/FERPlus), whose rows "
-    "correspond one to one",
-    "rafdb": "RAF-DB's basic/ folder: EmoLabel/list_patition_label.txt, "
-    "Image/aligned/*_aligned.jpg and, if you have them, Annotation/manual/*_manu_attri.txt "
-    "(or the Kaggle layout: train_labels.csv, test_labels.csv, DATASET/{train,test}/<1..7>/)",
-    "generic/csv": "a CSV (datasets.generic.manifest_csv) with columns path and emotion "
-    "(optional: race, gender, age, subject_id, split) and the images at those paths, relative "
-    "to the folder",
-    "generic/folder_sets": "images/<set_id>/*.jpg (datasets.generic.image_glob) and a CSV "
-    "(datasets.generic.metadata_csv) with one row per set: set_id and optional emotion, race, "
-    "gender, age, subject_id, split",
-    "generic/class_folders": "one folder per emotion, <emotion>/<image> (e.g. happy/0001.png), "
-    "optionally under split folders train/, val/, test/",
-    "utkface": "UTKFace images named [age]_[gender]_[race]_[date&time].jpg (or .jpg.chip.jpg), "
-    "e.g. the folder UTKFace/ of the aligned-and-cropped release",
-    "fairface": "the official FairFace zip (fairface-img-margin025-trainval.zip or "
-    "fairface-img-margin125-trainval.zip, both with train/ and val/ at the top)",
-    "fairface_labels": "the official fairface_label_train.csv / fairface_label_val.csv",
-}
-# Where a copy can be obtained, for the same errors.
-OBTAIN = {
-    "ferplus": "FER2013 from the ICML 2013 challenge (Kaggle), votes from "
-    "github.com/microsoft/FERPlus",
-    "rafdb": "RAF-DB is released on request by its authors (whdeng.cn/raf); the Kaggle "
-    "re-packaging kaggle://shuvoalok/raf-db-dataset also works as a source",
-    "utkface": "susanqq.github.io/UTKFace (UTKFace.tar.gz), or Kaggle copies such as "
-    "kaggle://jangedoo/utkface-new with archive_root UTKFace",
-}
-
-
-def obtain(dataset):
-    return f" Obtain it from: {OBTAIN[dataset]}." if dataset in OBTAIN else ""
-
-
-def layout_key(dataset):
-    settings = config["datasets"][dataset]
-    if dataset == "ferplus":
-        return f"ferplus/{settings['layout']}"
-    if dataset == "generic":
-        return f"generic/{settings['format']}"
-    return dataset
-
-
-def required_files(dataset):
-    """Files a dataset folder must hold, each as alternatives (any one of them will do)."""
-    settings = config["datasets"][dataset]
-    if dataset == "ferplus":
-        votes = [] if settings["votes_csv"] else [("fer2013new.csv",)]
-        if settings["layout"] == "fer2013_csv":
-            return [("fer2013.csv",), *votes]
-        splits = ("FER2013Train", "FER2013Valid", "FER2013Test")
-        return [(f"{split}/label.csv",) for split in splits] + votes
-    if dataset == "rafdb":
-        official = ("EmoLabel/list_patition_label.txt", "EmoLabel/list_partition_label.txt")
-        kaggle = ("train_labels.csv",)
-        layouts = {"official": official, "kaggle": kaggle, "auto": official + kaggle}
-        return [layouts[settings["layout"]]]
-    if dataset == "generic":
-        if settings["format"] == "class_folders":
-            return []
-        key = "manifest_csv" if settings["format"] == "csv" else "metadata_csv"
-        return [(settings[key],)]
-    return []
 
 
 def dataset_folder(dataset):
@@ -278,75 +133,13 @@ def dataset_root(dataset):
     return lambda wildcards, input: str(Path(input.root, inner))
 
 
-def missing_dataset_error(dataset):
-    """Why a manually placed dataset is unusable, with what to place where; None if fine."""
-    settings = config["datasets"][dataset]
-    root = Path(settings["path"])
-    missing = [
-        " or ".join(str(root / name) for name in alternatives)
-        for alternatives in required_files(dataset)
-        if not any((root / name).exists() for name in alternatives)
-    ]
-    votes_csv = settings.get("votes_csv")
-    if votes_csv and not Path(votes_csv).is_file():
-        missing.append(f"{votes_csv} (config key datasets.{dataset}.votes_csv)")
-    if root.is_dir() and not missing:
-        return None
-    what = f"{root} does not exist" if not root.is_dir() else "missing: " + "; ".join(missing)
-    return (
-        f"Dataset {dataset} (config key datasets.{dataset}.path, source: manual, so you place "
-        f"its files yourself): {what}. Place in {root} {EXPECTED_LAYOUTS[layout_key(dataset)]}."
-        f"{obtain(dataset)} Or set datasets.{dataset}.path to your copy, or "
-        f"datasets.{dataset}.source to an archive the pipeline fetches (local path, http(s):// "
-        "or kaggle://owner/dataset; README.md, 'Datasets')."
-    )
-
-
-def check_dataset_paths():
-    """Fail before any job starts when a dataset the run needs is not where configured."""
-    errors = []
-    for dataset in FOLDER_DATASETS:
-        settings = config["datasets"][dataset]
-        if settings["source"] == "manual":
-            errors.append(missing_dataset_error(dataset))
-        elif "://" not in settings["source"] and not Path(settings["source"]).is_file():
-            sha256 = settings["sha256"]
-            errors.append(
-                f"{settings['source']} (config key datasets.{dataset}.source) does not exist. "
-                f"Place there the archive of {dataset}"
-                + (f" (sha256 {sha256})" if sha256 else "")
-                + f" holding {EXPECTED_LAYOUTS[layout_key(dataset)]}"
-                + (f" under {settings['archive_root']}/" if settings["archive_root"] else "")
-                + f".{obtain(dataset)}"
-            )
-    fairface = config["datasets"]["fairface"]
-    for split, path in fairface["labels"].items():
-        if not Path(path).is_file():
-            errors.append(
-                f"{path} (config key datasets.fairface.labels.{split}) does not exist. Place "
-                f"there {EXPECTED_LAYOUTS['fairface_labels']}."
-            )
-    archive = fairface["archive"]
-    if "://" not in archive["url"] and not Path(archive["url"]).is_file():
-        sha256 = f" (sha256 {archive['sha256']})" if archive["sha256"] else ""
-        errors.append(
-            f"{archive['url']} (config key datasets.fairface.archive.url) does not exist. "
-            f"Place there {EXPECTED_LAYOUTS['fairface']}{sha256}."
-        )
-    errors = [error for error in errors if error]
-    if errors:
-        raise FileNotFoundError(
-            "\n".join(errors)
-            + "\nSet keys with --config or an extra --configfile (README.md, 'Datasets')."
-        )
-
-
-check_strategies()
-check_dataset_paths()
+_problem = dataset_path_errors(config, FOLDER_DATASETS)
+if _problem:
+    raise FileNotFoundError(_problem)
 
 
 def ingest_checks():
-    """Settings of the split checks at ingest (fairfer.dataset_checks)."""
+    """Settings of the split checks at ingest (fairfer.datasets.checks)."""
     return {
         "class_absent_from_train": config["ingest"]["class_absent_from_train"],
         "min_group_size": config["fairness"]["min_group_size"],
@@ -496,34 +289,10 @@ def all_outputs():
 
 
 def package_modules(rule_script):
-    """The scripts/fairfer modules a rule script imports, directly or through other modules.
-
-    Rules list them as inputs because Snakemake's code trigger sees only the rule's own
-    script: with them, an edit to scripts/fairfer/training.py reruns train_model, and
-    `dvc repro` (which reruns a stage when its code changed) gets the same answer.
-    """
-    package = SCRIPTS / "fairfer"
-    pending, found = [SCRIPTS / f"{rule_script}.py"], set()
-    while pending:
-        for node in ast.walk(ast.parse(pending.pop().read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fairfer"):
-                submodule = node.module.partition(".")[2]
-                names = [submodule] if submodule else [alias.name for alias in node.names]
-            elif isinstance(node, ast.Import):
-                names = [
-                    alias.name.partition(".")[2]
-                    for alias in node.names
-                    if alias.name.startswith("fairfer.")
-                ]
-            else:
-                continue
-            for name in names:
-                source = package / f"{name.split('.')[0]}.py"
-                if source.is_file() and source not in found:
-                    found.add(source)
-                    pending.append(source)
+    """The package modules a rule script imports (fairfer.rule_inputs), as rule inputs."""
+    sources = rule_inputs.package_modules(SCRIPTS / f"{rule_script}.py", SCRIPTS / "fairfer")
     # local(): source files travel with the deployed workflow, never through a storage provider.
-    return [local(os.path.relpath(source)) for source in sorted(found)]
+    return [local(os.path.relpath(source)) for source in sources]
 
 
 def retry_scaled(amount):

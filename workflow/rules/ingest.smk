@@ -36,7 +36,7 @@ rule download_dataset:
         source=lambda wildcards: config["datasets"][wildcards.dataset]["source"],
         sha256=lambda wildcards: config["datasets"][wildcards.dataset]["sha256"],
         archive_root=lambda wildcards: config["datasets"][wildcards.dataset]["archive_root"],
-        layout=lambda wildcards: EXPECTED_LAYOUTS[layout_key(wildcards.dataset)],
+        layout=lambda wildcards: expected_layout(config, wildcards.dataset),
     log:
         "logs/download_dataset/{dataset}.log",
     benchmark:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairfer.generic_manifest import sample_splits
+from fairfer.datasets.splits import sample_splits
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 
 from fairfer.images import to_grayscale, to_rgb
-from fairfer.models import ModelSpec
 from fairfer.schemas import (
     ATTRIBUTE_CLASSES,
     ATTRIBUTES,
@@ -29,6 +28,7 @@ from fairfer.schemas import (
     extra_attributes_of,
     read_checked,
 )
+from fairfer.training.models import ModelSpec
 
 #: Code of an unknown attribute value.
 UNKNOWN = -1

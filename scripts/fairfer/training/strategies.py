@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fairfer.training_data import UNKNOWN, Encoding, Split
+from fairfer.training.data import UNKNOWN, Encoding, Split
 
 logger = logging.getLogger(__name__)
 

@@ -18,15 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: Summary figures shown in the headline comparison, in this order.
-HEADLINE_METRICS: tuple[str, ...] = (
-    "overall_accuracy",
-    "worst_group_accuracy",
-    "accuracy_gap",
-    "accuracy_ratio",
-    "dp_difference_max",
-    "eo_difference_max",
-)
+from fairfer.fairness.tables import HEADLINE_METRICS
 
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0;
@@ -81,9 +73,9 @@ class ReportInputs:
     overview : mapping of str to str
         Key facts shown under the title (dataset, test images, strategies, draws, ...).
     comparison : pandas.DataFrame
-        ``over_seeds`` table of :func:`fairfer.tables.compare_runs`.
+        ``over_seeds`` table of :func:`fairfer.fairness.tables.compare_runs`.
     summary, group_metrics, class_disparities : pandas.DataFrame
-        Tables of :func:`fairfer.tables.fairness_tables` for every run.
+        Tables of :func:`fairfer.fairness.tables.fairness_tables` for every run.
     headline_figures : list of Figure
         Shown with the headline comparison (e.g. the trade-off plot).
     attribute_figures : mapping of str to list of Figure
@@ -99,7 +91,7 @@ class ReportInputs:
     label_quality : pandas.DataFrame, optional
         Accuracy of the inferred labels (attribute, accuracy, balanced accuracy, ECE).
     audit : pandas.DataFrame, optional
-        Dataset bias metrics of :func:`fairfer.dataset_audit.audit_dataset` (one row per
+        Dataset bias metrics of :func:`fairfer.fairness.dataset_audit.audit_dataset` (one row per
         attribute).
     audit_figures : list of Figure
         NPMI heat maps of the dataset audit.

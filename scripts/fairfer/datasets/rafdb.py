@@ -17,7 +17,7 @@ Kaggle layout (a common re-packaging): ``train_labels.csv`` and ``test_labels.cs
 Labels 1-7 are Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral in both layouts.
 Demographics keep RAF-DB's vocabulary; :data:`RACE_TO_FAIRFACE`, :data:`GENDER_TO_FAIRFACE` and
 :func:`coarse_age` relate them to FairFace's. RAF-DB has no validation split:
-:func:`split_validation` carves one out of train.
+:func:`fairfer.datasets.splits.split_validation` carves one out of train.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-from fairfer.generic_manifest import MANIFEST_COLUMNS, sample_splits
+from fairfer.datasets.splits import sample_splits
+from fairfer.schemas import MANIFEST_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -326,35 +326,3 @@ def build_manifest(
     manifest["subject_id"] = None
     report["images"] = len(manifest)
     return manifest[list(MANIFEST_COLUMNS)], report
-
-
-def split_validation(manifest: pd.DataFrame, *, fraction: float, seed: int) -> pd.DataFrame:
-    """Move a seeded, emotion-stratified share of the ``train`` rows to a ``valid`` split.
-
-    Parameters
-    ----------
-    manifest
-        A manifest with ``image_id``, ``split`` and ``emotion`` columns and no ``valid`` rows.
-    fraction
-        Share of each emotion's training images moved (rounded half up per emotion).
-    seed
-        Seed of the draw; the same manifest and seed give the same split in any row order.
-
-    Returns
-    -------
-    pandas.DataFrame
-        A copy of ``manifest`` with those rows' ``split`` set to ``"valid"``.
-    """
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction}")
-    if (manifest["split"] == "valid").any():
-        raise ValueError("the manifest already has a 'valid' split; carve validation only once")
-    result = manifest.copy()
-    train = result[result["split"] == "train"].sort_values("image_id")
-    rng = np.random.default_rng(seed)
-    # Images without an emotion form one stratum of their own.
-    for _, group in train.groupby(train["emotion"].fillna(""), sort=True):
-        count = int(np.floor(fraction * len(group) + 0.5))
-        chosen = rng.choice(group.index.to_numpy(), size=count, replace=False)
-        result.loc[chosen, "split"] = "valid"
-    return result

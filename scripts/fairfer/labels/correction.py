@@ -26,7 +26,7 @@ uncertainty of ``B`` itself is carried by :func:`resample_confusion`: correcting
 bootstrap draw of the test counts with its own resampled validation matrix.
 
 Everything here works on counts only; accuracy, recall and gaps are computed from the
-corrected counts by :func:`fairfer.fairness.figures` like any other counts.
+corrected counts by :func:`fairfer.fairness.metrics.figures` like any other counts.
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def corrected_composition_table(
     level: float,
     seed: int,
 ) -> pd.DataFrame:
-    """A composition table (``fairfer.race_matching.composition``) with the true composition.
+    """A composition table (``fairfer.labels.classifiers.composition``) with the true composition.
 
     Per inferred attribute with an in-domain confusion matrix, and per split, the images per
     true group are estimated by the matrix method (:func:`corrected_composition`) as

@@ -7,7 +7,8 @@ order; a row without ``Image name`` is not a face and is not part of FER+. Rows 
 position, as FERPlus' ``generate_training_data.py`` does: the image names are not the row
 numbers (after the first nameless row, row 60 is ``fer0000059.png``).
 
-The manifest equals :func:`fairfer.ferplus.build_manifest`'s (same image ids ``fer0000000``,
+The manifest equals :func:`fairfer.datasets.ferplus.build_manifest`'s (same image ids
+``fer0000000``,
 splits and majority labels) without needing Microsoft's ``generate_training_data.py``: images are
 encoded as PNG in memory and returned in an ``image`` column, and ``source_path`` is
 ``fer2013.csv#<row>`` (0-based data row, header excluded) since there are no files.
@@ -24,8 +25,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fairfer.ferplus import USAGE_SPLITS, label_by_votes, read_official_labels
-from fairfer.generic_manifest import MANIFEST_COLUMNS, sample_splits
+from fairfer.datasets.ferplus import USAGE_SPLITS, label_by_votes, read_official_labels
+from fairfer.datasets.splits import sample_splits
+from fairfer.schemas import MANIFEST_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +102,9 @@ def build_manifest(
     -------
     manifest, report
         The adapters' manifest columns plus ``image``. Votes, splits (from ``fer2013new.csv``'s
-        ``Usage``) and labels follow :mod:`fairfer.ferplus`. The report counts ``images``,
+        ``Usage``) and labels follow :mod:`fairfer.datasets.ferplus`. The report counts ``images``,
         ``rows_without_face`` (no image name), ``duplicate_image_names`` (earlier rows of a
-        repeated name, dropped as in :func:`fairfer.ferplus.read_official_labels`),
+        repeated name, dropped as in :func:`fairfer.datasets.ferplus.read_official_labels`),
         and ``usage_disagreements`` (the two files' ``Usage`` differ; fer2013new.csv wins).
     """
     root = Path(root)

@@ -111,7 +111,7 @@ def embed_with_label_features(
 ) -> Iterator[tuple[dict[str, list], np.ndarray, np.ndarray]]:
     """Yield (metadata, embeddings, label features) per non-empty batch, in file order.
 
-    ``network`` is a :class:`fairfer.facenet.EmbeddingAndPooled` (wrapped for inference,
+    ``network`` is a :class:`fairfer.faces.facenet.EmbeddingAndPooled` (wrapped for inference,
     unnormalised outputs): one pass gives the embedding and the pooled layer; with ``flip`` a
     second pass on the mirrored crops. The embeddings are those of the unflipped crops, as
     :func:`embed_batches` gives them.
@@ -144,7 +144,7 @@ def write_embeddings(
 ) -> int:
     """Embed every non-rejected crop of ``aligned`` into ``output`` (streamed); return the count.
 
-    With ``label_features``, ``model`` is a :class:`fairfer.facenet.EmbeddingAndPooled` for
+    With ``label_features``, ``model`` is a :class:`fairfer.faces.facenet.EmbeddingAndPooled` for
     inference and ``schema`` has the ``label_features`` column
     (:func:`embed_with_label_features`).
     """

@@ -19,13 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fairfer.generic_manifest import (
-    DEFAULT_FRACTIONS,
-    MANIFEST_COLUMNS,
-    assign_splits,
-    sample_splits,
-)
-from fairfer.schemas import FAIRFACE_AGES
+from fairfer.datasets.splits import DEFAULT_FRACTIONS, assign_splits, sample_splits
+from fairfer.schemas import FAIRFACE_AGES, MANIFEST_COLUMNS
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Emotion names are checked against a vocabulary (FER+'s by default) after common 
 mapped (``"happy"`` to ``"happiness"``, ...). Without a ``split`` column the split is drawn with a
 seed per subject when subjects are known, so no subject's images land in two splits.
 
-The split helpers here (:func:`assign_splits`, :func:`sample_splits`) are shared by the other
+The split helpers (:mod:`fairfer.datasets.splits`) are shared with the other
 adapters whose datasets have no official split.
 """
 
@@ -28,44 +28,25 @@ import difflib
 import io
 import logging
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fairfer.attributes import normalize_attribute
+from fairfer.datasets.attributes import normalize_attribute
+from fairfer.datasets.splits import (
+    DEFAULT_FRACTIONS,
+    SPLIT_ALIASES,
+    SPLITS,
+    assign_splits,
+    sample_splits,
+)
 from fairfer.errors import DatasetError, MissingDataError
-from fairfer.schemas import EMOTIONS
+from fairfer.schemas import EMOTIONS, MANIFEST_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-#: Columns of every adapter's manifest: the MANIFEST schema's, without ``image``, plus
-#: ``subject_id``.
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "dataset",
-    "split",
-    "source_path",
-    "emotion",
-    "label_status",
-    "emotion_votes",
-    "race",
-    "gender",
-    "age",
-    "subject_id",
-)
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
-#: Other spellings of the split names accepted in a ``split`` column.
-SPLIT_ALIASES: dict[str, str] = {
-    "training": "train",
-    "val": "valid",
-    "validation": "valid",
-    "testing": "test",
-    "publictest": "valid",
-    "privatetest": "test",
-}
-DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "valid": 0.1, "test": 0.1}
 #: Common emotion synonyms and the FER+ names they stand for.
 EMOTION_ALIASES: dict[str, str] = {
     "happy": "happiness",
@@ -90,62 +71,6 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = ("race", "gender", "age", "subject_id", "split")
 DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("race", "gender", "age")
-
-
-def assign_splits(
-    keys: Sequence[Hashable], *, fractions: Mapping[str, float], seed: int
-) -> np.ndarray:
-    """Seeded split of every item, drawn per distinct key so that equal keys share a split.
-
-    Parameters
-    ----------
-    keys
-        One key per item (an image id, or a subject id to keep a subject's images together).
-    fractions
-        Share of the distinct keys per split name (``train``, ``valid``, ``test``); the shares
-        must sum to 1. The shares of images follow only approximately when groups differ in size.
-    seed
-        Seed of the permutation; the same keys and seed always give the same splits.
-
-    Returns
-    -------
-    numpy.ndarray
-        The split name of each item, in the order of ``keys``.
-    """
-    unknown = sorted(set(fractions) - set(SPLITS))
-    if unknown:
-        raise DatasetError(f"split fractions name unknown splits {unknown}; use {list(SPLITS)}")
-    shares = np.array([fractions.get(split, 0.0) for split in SPLITS], dtype=float)
-    if (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
-        raise DatasetError(f"split fractions {dict(fractions)} must be non-negative and sum to 1")
-    # Sorting first makes the result independent of the input order.
-    distinct = sorted({str(key) for key in keys})
-    order = np.random.default_rng(seed).permutation(len(distinct))
-    bounds = np.round(np.cumsum(shares) * len(distinct)).astype(int)
-    position = np.empty(len(distinct), dtype=int)
-    position[order] = np.arange(len(distinct))
-    split_of = {
-        key: SPLITS[int(np.searchsorted(bounds, rank, side="right"))]
-        for key, rank in zip(distinct, position, strict=True)
-    }
-    return np.array([split_of[str(key)] for key in keys], dtype=object)
-
-
-def sample_splits(
-    manifest: pd.DataFrame, sample_per_split: Mapping[str, int] | None, *, seed: int
-) -> pd.DataFrame:
-    """Keep a seeded random subset of the splits named in ``sample_per_split`` (quick runs)."""
-    if not sample_per_split:
-        return manifest
-    return pd.concat(
-        [
-            group.sample(n=min(len(group), sample_per_split[split]), random_state=seed)
-            if split in sample_per_split
-            else group
-            for split, group in manifest.groupby("split", sort=False)
-        ],
-        ignore_index=True,
-    )
 
 
 def _blank(value: object) -> bool:
@@ -401,7 +326,7 @@ def build_manifest(
         be a column of the CSV and becomes a manifest column of that name.
     binning, value_aliases
         Per attribute: bin edges for numeric values, and value synonyms
-        (:func:`fairfer.attributes.normalize_attribute`).
+        (:func:`fairfer.datasets.attributes.normalize_attribute`).
 
     Returns
     -------

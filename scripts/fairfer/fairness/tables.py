@@ -3,7 +3,8 @@
 :func:`fairness_tables` gives, per run and sensitive attribute, four tables whose every
 figure carries a bootstrap interval (``<figure>_ci_low`` / ``_ci_high``) and, where the
 attribute's labels were inferred, a multiple-imputation interval (``_mi_low`` / ``_mi_high``;
-:mod:`fairfer.uncertainty`). :func:`compare_runs` compares every strategy with the baseline of
+:mod:`fairfer.fairness.uncertainty`). :func:`compare_runs` compares every strategy with the
+baseline of
 the same model and seed on the same resampled test images (a paired bootstrap of the
 difference) and aggregates over seeds. :func:`with_interval_text` folds the interval columns
 into ``"0.793 [0.780, 0.807]"`` cells for Markdown and HTML.
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fairfer.fairness import (
+from fairfer.fairness.metrics import (
     CLASS_METRICS,
     GROUP_CLASS_METRICS,
     GROUP_METRICS,
@@ -36,8 +37,7 @@ from fairfer.fairness import (
     label_note,
     label_sources,
 )
-from fairfer.label_correction import LabelErrors
-from fairfer.uncertainty import (
+from fairfer.fairness.uncertainty import (
     CORRECTED_METRICS,
     applicable_corrections,
     corrected_figures,
@@ -45,6 +45,17 @@ from fairfer.uncertainty import (
     percentile_interval,
     point_confusion,
     replicate_figures,
+)
+from fairfer.labels.correction import LabelErrors
+
+#: Summary figures shown in the headline comparison (the report, metrics.json), in this order.
+HEADLINE_METRICS: tuple[str, ...] = (
+    "overall_accuracy",
+    "worst_group_accuracy",
+    "accuracy_gap",
+    "accuracy_ratio",
+    "dp_difference_max",
+    "eo_difference_max",
 )
 
 #: Interval column suffixes of each replicate method.
@@ -111,9 +122,9 @@ def fairness_tables(
         Groups with fewer test images are flagged ``small_group`` (never dropped).
     corrections : mapping of str to LabelErrors, optional
         Per attribute column, the in-domain confusion matrix of its inferred labels
-        (:func:`fairfer.label_correction.label_errors`). Each inferred single attribute then
+        (:func:`fairfer.labels.correction.label_errors`). Each inferred single attribute then
         also gets its figures corrected for group misclassification (matrix method,
-        :mod:`fairfer.label_correction`): ``count_corrected`` and ``accuracy_corrected`` per
+        :mod:`fairfer.labels.correction`): ``count_corrected`` and ``accuracy_corrected`` per
         group, ``tpr_corrected`` per group and class, and the corrected worst and best group
         accuracy and gap in the summary, each with a ``_ci`` interval that resamples the test
         images and the validation images behind the confusion matrix; ``correction`` says
@@ -126,8 +137,10 @@ def fairness_tables(
         last), ``group_class_metrics`` (per known group and class), ``class_disparities``
         (per class) and ``summary`` (per run and attribute). Each starts with the run keys
         and ``attribute``, carries ``label_source`` and ``label_note``, and gives each figure
-        of :data:`~fairfer.fairness.GROUP_METRICS`, :data:`~fairfer.fairness.GROUP_CLASS_METRICS`,
-        :data:`~fairfer.fairness.CLASS_METRICS` or :data:`~fairfer.fairness.SUMMARY_METRICS`
+        of :data:`~fairfer.fairness.metrics.GROUP_METRICS`,
+        :data:`~fairfer.fairness.metrics.GROUP_CLASS_METRICS`,
+        :data:`~fairfer.fairness.metrics.CLASS_METRICS` or
+        :data:`~fairfer.fairness.metrics.SUMMARY_METRICS`
         followed by its four interval columns.
     """
     runs, codings = prepare(

@@ -510,7 +510,8 @@ def write_table(
     """Write a table as ``<stem>.parquet``, ``<stem>.csv`` and ``<stem>.md``.
 
     Parquet and CSV keep full precision; the Markdown copy, meant for reading, shows
-    ``markdown`` when given (e.g. :func:`fairfer.uncertainty.with_interval_text`) and ``df``
+    ``markdown`` when given (e.g. :func:`fairfer.fairness.uncertainty.with_interval_text`) and
+    ``df``
     otherwise, floats with 4 decimals. Each file is written to a temporary sibling and
     renamed, so an interrupted job leaves no truncated file behind.
 

@@ -29,8 +29,8 @@ from facenet_pytorch import InceptionResnetV1
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from fairfer.embedding import crops_to_tensor
-from fairfer.facenet import STEM_LAYERS, build_facenet
+from fairfer.faces.embedding import crops_to_tensor
+from fairfer.faces.facenet import STEM_LAYERS, build_facenet
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 class EmotionLogits(nn.Module):
     """The logits alone of a network that returns (logits, representation), such as
-    :class:`fairfer.models.Network`: Grad-CAM explains one class score."""
+    :class:`fairfer.training.models.Network`: Grad-CAM explains one class score."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """MTCNN face detection and 5-point similarity alignment to a canonical template.
 
 Faces are detected with the pretrained MTCNN networks shipped in ``facenet-pytorch`` (run in
-batches by :func:`fairfer.mtcnn.detect_faces`), one face is kept per image (the largest box),
+batches by :func:`fairfer.faces.mtcnn.detect_faces`), one face is kept per image (the largest box),
 and the image is warped with the least-squares similarity transform that maps the face's five
 landmarks onto a fixed template. Images that yield no face either fall back to the whole frame
 or are rejected, so every caller decides explicitly how undetected faces enter an analysis.
@@ -24,8 +24,8 @@ import torch
 from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 from PIL import Image
 
+from fairfer.faces.mtcnn import detect_faces
 from fairfer.images import to_rgb
-from fairfer.mtcnn import detect_faces
 
 logger = logging.getLogger(__name__)
 

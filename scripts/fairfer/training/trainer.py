@@ -1,7 +1,8 @@
 """The one trainer every strategy and model shares.
 
-:func:`train` optimises a :class:`~fairfer.models.Network` under a
-:class:`~fairfer.strategies.Strategy` on a training :class:`~fairfer.training_data.Split` and
+:func:`train` optimises a :class:`~fairfer.training.models.Network` under a
+:class:`~fairfer.training.strategies.Strategy` on a training :class:`~fairfer.training.data.Split`
+and
 selects the epoch with the best accuracy on the validation split, the only data it sees
 besides the training pool: the test split never reaches it. AdamW with a linear warm-up and a
 cosine decay, optional gradient clipping and early stopping, bf16/fp16 autocast on a GPU, a
@@ -27,9 +28,9 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from fairfer.inference import has_native_bfloat16
-from fairfer.models import ModelSpec, Network
-from fairfer.strategies import Strategy
-from fairfer.training_data import Split
+from fairfer.training.data import Split
+from fairfer.training.models import ModelSpec, Network
+from fairfer.training.strategies import Strategy
 
 logger = logging.getLogger(__name__)
 

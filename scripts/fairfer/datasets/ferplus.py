@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairfer.generic_manifest import sample_splits
+from fairfer.datasets.splits import sample_splits
 from fairfer.schemas import EMOTIONS, FERPLUS_VOTE_COLUMNS
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ Both resample the same images in the same draws (separate random streams for ima
 labels), so their intervals differ only by the label noise; every run and attribute also sees
 the same resampled images, which makes the run-to-run differences paired.
 
-The replicates are computed on confusion counts (:func:`fairfer.fairness.confusion_counts`)
+The replicates are computed on confusion counts (:func:`fairfer.fairness.metrics.confusion_counts`)
 for all draws of a chunk at once: no per-replicate DataFrame work.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.fairness import Groups, Runs, confusion_counts, figures, label_sources
-from fairfer.label_correction import (
+from fairfer.fairness.metrics import Groups, Runs, confusion_counts, figures, label_sources
+from fairfer.labels.correction import (
     LabelErrors,
     correct_counts,
     misclassification_matrix,
@@ -251,7 +251,7 @@ def replicate_figures(
     runs : Runs
         Aligned predictions of one or more runs.
     attributes : sequence of Groups
-        Group codings (:func:`fairfer.fairness.group_coding`) of the sensitive attributes,
+        Group codings (:func:`fairfer.fairness.metrics.group_coding`) of the sensitive attributes,
         built with the posteriors' classes as ``extra_values``.
     draws : int
         Replicates.
