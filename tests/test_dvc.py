@@ -186,7 +186,7 @@ def test_metrics_and_plots_show_the_fairness_summary(clone):
 
 
 def test_editing_a_package_module_reruns_the_rules_that_import_it(project):
-    module = project.workdir / "scripts" / "fairfer" / "training.py"
+    module = project.workdir / "scripts" / "fairfer" / "training" / "trainer.py"
     original = module.read_text()
     try:
         module.write_text(original + "\n# an edit\n")

@@ -91,7 +91,7 @@ def test_kubernetes_profile_plans_everything_through_storage(workflow, tmp_path)
     assert "(retrieve from storage)" in result.stdout
     assert "(send to storage)" in result.stdout
     # Package modules travel with the deployed sources, not through the bucket.
-    assert re.search(r"input: .*\bscripts/fairfer/training\.py\b(?! \()", result.stdout)
+    assert re.search(r"input: .*\bscripts/fairfer/training/trainer\.py\b(?! \()", result.stdout)
     for rule, resources in jobs:
         assert int(resources["disk_mb"]) > 0
         if rule == "train_model":
