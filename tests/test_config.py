@@ -1,10 +1,12 @@
 """The shipped configurations satisfy the JSON schema, and bad ones fail naming the key."""
 
+import copy
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -15,12 +17,9 @@ def load(name: str) -> dict:
 
 
 def merged(base: dict, override: dict) -> dict:
-    result = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
+    """``override`` over ``base`` as Snakemake merges an extra --configfile."""
+    result = copy.deepcopy(base)
+    update_config(result, copy.deepcopy(override))
     return result
 
 
@@ -97,3 +96,32 @@ def test_every_schema_property_is_described():
                 walk(child, f"{path}.{name}")
 
     walk(SCHEMA, "config")
+
+
+def _resolve(node: dict) -> dict:
+    while "$ref" in node:
+        target = SCHEMA
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def test_values_live_in_the_config_and_types_in_the_schema():
+    """One place for defaults: config/config.yaml has a value for every key the schema
+    describes (and nothing else, by additionalProperties), and the schema holds no defaults.
+    Entries a user adds under a name (models, strategies) need the schema's required keys only;
+    a model's optional settings default in fairfer.training.models.ModelSpec."""
+    assert "default:" not in (ROOT / "workflow/schemas/config.schema.yaml").read_text()
+
+    def walk(schema: dict, value, path: str) -> None:
+        schema = _resolve(schema)
+        if not isinstance(value, dict):
+            return
+        for name, child in schema.get("properties", {}).items():
+            assert name in value, (
+                f"config/config.yaml lacks {path}.{name}, which the schema describes"
+            )
+            walk(child, value[name], f"{path}.{name}")
+
+    walk(SCHEMA, load("config.yaml"), "config")
