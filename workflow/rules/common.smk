@@ -298,7 +298,7 @@ def missing_dataset_error(dataset):
         f"its files yourself): {what}. Place in {root} {EXPECTED_LAYOUTS[layout_key(dataset)]}."
         f"{obtain(dataset)} Or set datasets.{dataset}.path to your copy, or "
         f"datasets.{dataset}.source to an archive the pipeline fetches (local path, http(s):// "
-        "or kaggle://owner/dataset; README.md, 'Datasets')."
+        "or kaggle://owner/dataset; docs/datasets.md)."
     )
 
 
@@ -337,7 +337,7 @@ def check_dataset_paths():
     if errors:
         raise FileNotFoundError(
             "\n".join(errors)
-            + "\nSet keys with --config or an extra --configfile (README.md, 'Datasets')."
+            + "\nSet keys with --config or an extra --configfile (docs/datasets.md)."
         )
 
 
