@@ -1,4 +1,4 @@
-"""Print the README's strategy tables from a finished run's ``comparison.parquet``.
+"""Print the strategy tables of docs/results-earlier.md from a run's ``comparison.parquet``.
 
 Per model: each strategy's test accuracy, its change against the baseline with the paired
 interval, the race worst-group accuracy and gap with their changes, and the changes of the
