@@ -8,7 +8,9 @@ converts it with h5py (no TensorFlow) into a state dict for facenet-pytorch's
 ``InceptionResnetV1`` with a 128-d head, and builds every supported embedder together with the
 input standardisation its weights were trained with.
 
-See ``notes/facenet-weights.md`` for provenance, licence and the expected probe scores.
+Where the weights come from and how they are verified (the Keras file's sha256, config key
+``embedding.sandberg_keras``): docs/pipeline.md, rules ``download_facenet_weights`` and
+``convert_facenet_weights``.
 """
 
 from __future__ import annotations

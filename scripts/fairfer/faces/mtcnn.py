@@ -6,8 +6,9 @@ the CPU. The original MTCNN (Zhang et al. 2016, and Sandberg's port that facenet
 follows) resizes 8-bit images (``cv2.resize``). :func:`detect_faces` runs the same three
 stages with the same networks, thresholds, non-maximum suppression and box arithmetic
 (facenet-pytorch's own helpers), but resamples the 8-bit images with antialiased bilinear
-filtering, torch's vectorised uint8 kernel (the one behind torchvision's ``resize``): 11 times
-faster for a pyramid level and 4 times for a crop. Where a candidate's crop would be empty it
+filtering, torch's vectorised uint8 kernel (the one behind torchvision's ``resize``), which
+is much faster than the float path (benchmarks/detector_agreement.py checks the detections
+agree). Where a candidate's crop would be empty it
 drops the candidate, where facenet-pytorch would pair the remaining crops with the wrong boxes.
 """
 

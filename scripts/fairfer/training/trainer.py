@@ -61,7 +61,7 @@ class Runtime:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """bf16 where the device computes it natively (GPUs since Ampere; CPUs with AMX or
-        AVX512-BF16, where it trains the compact CNN 2.8 times faster), fp16 on older GPUs;
+        AVX512-BF16, where it pays: benchmarks/training_throughput.py), fp16 on older GPUs;
         None (fp32) otherwise, since emulated bf16 is slower than fp32."""
         if not self.mixed_precision:
             return None
