@@ -3,7 +3,7 @@
 Uses the pipeline's own code on aligned FairFace crops: the FaceNet fine-tuning of rule
 ``finetune_facenet`` (``fairfer.faces.finetune``: held-out selection part of FairFace train, frozen
 lower blocks cached once with their mirror images, multi-task heads, early stopping) and the
-calibrated logistic regressions of ``match_race_labels`` (``fairfer.labels.classifiers``), fitted
+calibrated logistic regressions of ``group_labels`` (``fairfer.group_labels.classifiers``), fitted
 as the pipeline fits them: on all of FairFace train for frozen embeddings, on the held-out
 selection part only for fine-tuned ones (the network has seen the rest). FairFace val is
 used only for the figures printed.
@@ -51,8 +51,8 @@ from fairfer.faces.finetune import (
     split_for_selection,
     train_multitask,
 )
+from fairfer.group_labels.classifiers import evaluate, fit_attribute_classifier
 from fairfer.inference import resolve_device
-from fairfer.labels.classifiers import evaluate, fit_attribute_classifier
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -70,7 +70,7 @@ def label_matching(
     matching: dict,
     seed: int,
 ) -> dict:
-    """match_race_labels' classifiers fitted on ``fit_x``, scored on FairFace val.
+    """group_labels' classifiers fitted on ``fit_x``, scored on FairFace val.
 
     BLAS runs single-threaded: these matrices are small, and threaded OpenBLAS spun for
     minutes per fit on the shared machine.

@@ -29,12 +29,12 @@ from rule_scripts import rule_script
 
 from fairfer.fairness.tables import fairness_tables, prepare
 from fairfer.fairness.uncertainty import replicate_figures
-from fairfer.labels.classifiers import fit_attribute_classifier
-from fairfer.labels.correction import LabelErrors
+from fairfer.group_labels.classifiers import fit_attribute_classifier
+from fairfer.group_labels.correction import LabelErrors
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
-labelled_embeddings = rule_script("match_race_labels").labelled_embeddings
+labelled_embeddings = rule_script("group_labels").labelled_embeddings
 
 RACES = ATTRIBUTE_CLASSES["race"]
 

@@ -3,7 +3,7 @@
 Reads the pipeline's embeddings of FairFace (clean photographs) and of FairFace rendered like
 the emotion dataset (rule ``render_fairface_domain``, run with ``race_matching.fit_on: both``
 so that train is rendered too), fits the calibrated logistic regressions of
-``match_race_labels`` (``fairfer.labels.classifiers``: C chosen by cross-validation on train only)
+``group_labels`` (``fairfer.group_labels.classifiers``: C chosen by cross-validation on train only)
 on clean, rendered or both FairFace train images, and prints, per attribute:
 
 - accuracy, balanced accuracy and ECE on clean FairFace val and on rendered FairFace val
@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 from rule_scripts import rule_script
 
-from fairfer.labels.classifiers import evaluate, fit_attribute_classifier
+from fairfer.group_labels.classifiers import evaluate, fit_attribute_classifier
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
-labelled_embeddings = rule_script("match_race_labels").labelled_embeddings
+labelled_embeddings = rule_script("group_labels").labelled_embeddings
 
 
 def load(results: Path, dataset: str) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,6 +1,6 @@
 """Print whether richer features of the frozen FaceNet label race, gender and age better.
 
-The race/gender/age classifiers of ``match_race_labels`` read the 128-d L2-normalised FaceNet
+The race/gender/age classifiers of ``group_labels`` read the 128-d L2-normalised FaceNet
 embedding. This benchmark extracts, in one forward pass per batch of aligned FairFace crops
 (and one more for their mirror images), the features of the same frozen network at several
 depths:
@@ -12,11 +12,12 @@ depths:
 - each with ``+flip``: the features of the crop and of its mirror image averaged (the
   embedding normalised again after averaging);
 
-fits the calibrated logistic regressions of ``fairfer.labels.classifiers`` (C chosen by stratified
-cross-validation on the training rows only, temperature calibration) on FairFace train, clean,
-rendered like the emotion dataset (``fairface_domain``, rule ``render_fairface_domain``) or both,
-and prints accuracy, balanced accuracy and ECE on clean FairFace val and on rendered FairFace
-val (the in-domain figure). FairFace val is only scored; nothing is chosen on it.
+fits the calibrated logistic regressions of ``fairfer.group_labels.classifiers`` (C chosen by
+stratified cross-validation on the training rows only, temperature calibration) on FairFace
+train, clean, rendered like the emotion dataset (``fairface_domain``, rule
+``render_fairface_domain``) or both, and prints accuracy, balanced accuracy and ECE on clean
+FairFace val and on rendered FairFace val (the in-domain figure). FairFace val is only scored;
+nothing is chosen on it.
 
 Features are cached per dataset, layer and flip as float16 ``.npy`` files (with the image ids)
 under ``--cache``, so a rerun only fits. The network runs in float32 with batch normalisation
@@ -48,7 +49,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from fairfer.faces.embedding import crops_to_tensor
 from fairfer.faces.facenet import load_facenet, preprocessing_for
 from fairfer.faces.finetune import labelled_crops
-from fairfer.labels.classifiers import evaluate, fit_attribute_classifier
+from fairfer.group_labels.classifiers import evaluate, fit_attribute_classifier
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from fairfer.fairness.metrics import RUN_KEYS, write_table
 from fairfer.fairness.tables import HEADLINE_METRICS, compare_runs, with_interval_text
 from fairfer.fairness.uncertainty import interval_inputs, label_accuracies
-from fairfer.labels.correction import label_errors, used_evaluation
+from fairfer.group_labels.correction import label_errors, used_evaluation
 from fairfer.schemas import schema_metadata
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from fairfer.labels.rendering import DomainRender, domain_render, render_batches
+from fairfer.group_labels.rendering import DomainRender, domain_render, render_batches
 from fairfer.schemas import MANIFEST, write_parquet
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from fairfer.fairness.tables import compare_runs, fairness_tables
-from fairfer.labels.correction import LabelErrors, label_errors
+from fairfer.group_labels.correction import LabelErrors, label_errors
 
 CLASSES = ["neutral", "happiness", "surprise"]
 RACES = ("White", "Black", "Indian")
@@ -163,7 +163,7 @@ def test_label_errors_read_the_in_domain_matrix_and_say_why_not():
 
 
 def test_corrected_composition_recovers_the_true_shares_with_an_interval():
-    from fairfer.labels.correction import corrected_composition_table
+    from fairfer.group_labels.correction import corrected_composition_table
     from fairfer.report.plots import plot_composition
 
     rng = np.random.default_rng(5)

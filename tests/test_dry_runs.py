@@ -78,9 +78,7 @@ def test_ferplus_png_folders_with_utkface_as_external_reference(workdir, tmp_pat
     assert {"ingest_ferplus", "ingest_utkface"} <= set(jobs) and "download_dataset" not in jobs
     assert "dataset=ferplus, shard=0" in jobs["align_faces"]
     assert {f"dataset=utkface, shard={k}" for k in range(4)} <= set(jobs["embed_faces"])
-    assert (
-        "results/embeddings/utkface/shard-3.parquet" in output.split("rule match_race_labels:")[1]
-    )
+    assert "results/embeddings/utkface/shard-3.parquet" in output.split("rule group_labels:")[1]
     assert {"train_model", "compare_strategies"} <= set(jobs)
 
 

@@ -123,7 +123,7 @@ def clone(project, tmp_path_factory) -> Path:
 
 
 def test_repro_records_a_finished_snakemake_run_without_rerunning_jobs(project):
-    for stage in ("embeddings", "race_labels", "models", "fairness"):
+    for stage in ("embeddings", "group_labels", "models", "fairness"):
         assert f"Running stage '{stage}'" in project.repro_output
     assert project.repro_output.count("Nothing to be done") == 4
     assert modification_times(project.workdir, "results", "resources/facenet") == (
@@ -149,12 +149,12 @@ def test_exp_run_with_a_training_parameter_reruns_only_training_and_tables(clone
 
     output = run(clone, "dvc", "exp", "run", "-S", "config/config.yaml:models.compact_cnn.epochs=1")
 
-    for skipped in ("embeddings", "race_labels"):
+    for skipped in ("embeddings", "group_labels"):
         assert f"Stage '{skipped}' didn't change, skipping" in output
     for rerun in ("models", "fairness"):
         assert f"Running stage '{rerun}'" in output
     assert "rule train_model:" in output
-    for not_rerun in ("augment_demographics", "match_race_labels", "align_faces"):
+    for not_rerun in ("augment_demographics", "group_labels", "align_faces"):
         assert f"rule {not_rerun}:" not in output
     assert modification_times(clone, *EMBEDDINGS_OUTPUTS, "results/group_labels") == upstream
     assert modification_times(clone, "results/augmented") == augmented

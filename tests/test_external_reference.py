@@ -10,7 +10,7 @@ import pytest
 from rule_scripts import rule_script
 
 from fairfer.datasets.utkface import RACE_TO_FAIRFACE
-from fairfer.labels.external import (
+from fairfer.group_labels.external import (
     TAXONOMIES,
     Taxonomy,
     evaluate_in_taxonomy,
@@ -18,7 +18,7 @@ from fairfer.labels.external import (
 )
 from fairfer.schemas import ATTRIBUTE_CLASSES, FAIRFACE_RACES, embeddings_schema
 
-match = rule_script("match_race_labels").match
+match = rule_script("group_labels").match
 
 UTK_RACE = TAXONOMIES["utkface"]["race"]
 
@@ -83,7 +83,7 @@ def test_evaluation_in_the_target_taxonomy():
         )
 
 
-# --- match_race_labels with an external reference, on synthetic embeddings ----------------
+# --- group_labels with an external reference, on synthetic embeddings ----------------
 
 
 UTK_RACE_OF = {fairface: utk for utk, merged in RACE_TO_FAIRFACE.items() for fairface in merged}

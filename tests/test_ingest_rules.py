@@ -20,7 +20,7 @@ from PIL import Image
 from rule_scripts import rule_script
 
 from fairfer.datasets import ferplus
-from fairfer.labels.classifiers import prefer_ground_truth
+from fairfer.group_labels.classifiers import prefer_ground_truth
 from fairfer.schemas import FERPLUS_VOTE_COLUMNS, MANIFEST, read_checked
 
 download_fairface = rule_script("download_fairface").download

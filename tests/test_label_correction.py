@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from fairfer.labels.correction import (
+from fairfer.group_labels.correction import (
     CORRECTION_ASSUMPTION,
     Correction,
     correct_counts,

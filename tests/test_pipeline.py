@@ -528,7 +528,7 @@ def test_changing_one_strategy_reruns_only_that_strategy(run):
     assert "wildcards: model=compact_cnn, strategy=reweighting, seed=1" in planned
     for other in ("baseline", "augmentation", "group_dro", "adversarial"):
         assert f"strategy={other}," not in planned
-    for upstream in ("align_faces", "embed_faces", "match_race_labels", "augment_demographics"):
+    for upstream in ("align_faces", "embed_faces", "group_labels", "augment_demographics"):
         assert f"rule {upstream}:" not in planned
 
 
@@ -681,11 +681,11 @@ def finetuned_run(tmp_path_factory, run) -> Path:
         "race_matching: {embedder: finetuned}\nfinetune: {epochs: 2}\n"
     )
     configs = ["config/ci.yaml", "config/finetuned.yaml"]
-    snakemake(workdir, "--configfile", *configs, "--", "race_labels")
+    snakemake(workdir, "--configfile", *configs, "--", "group_labels")
     return workdir
 
 
-def test_finetuned_embeddings_feed_the_race_labels(finetuned_run):
+def test_finetuned_embeddings_feed_the_group_labels(finetuned_run):
     workdir = finetuned_run
     roles = read(workdir, "results/finetune/roles.parquet")
     fairface = pd.concat(

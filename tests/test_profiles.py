@@ -29,7 +29,7 @@ EVERY_RULE = {
     "convert_facenet_weights",
     "embed_faces",
     "render_fairface_domain",
-    "match_race_labels",
+    "group_labels",
     "audit_dataset",
     "augment_demographics",
     "train_model",

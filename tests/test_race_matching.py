@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairfer.labels.classifiers import (
+from fairfer.group_labels.classifiers import (
     class_scores,
     composition,
     evaluate,
@@ -120,7 +120,7 @@ def test_labels_abstain_below_threshold_and_composition_counts_them():
 
 
 def test_ground_truth_replaces_inference_only_for_annotated_attributes():
-    from fairfer.labels.classifiers import prefer_ground_truth
+    from fairfer.group_labels.classifiers import prefer_ground_truth
 
     inferred = pd.DataFrame(
         {
@@ -150,7 +150,7 @@ def test_ground_truth_replaces_inference_only_for_annotated_attributes():
 
 
 def test_pooling_gives_each_subject_one_label_and_counts_disagreement():
-    from fairfer.labels.classifiers import pool_by_subject
+    from fairfer.group_labels.classifiers import pool_by_subject
 
     probabilities = np.array(
         [
@@ -172,7 +172,7 @@ def test_pooling_gives_each_subject_one_label_and_counts_disagreement():
 
 
 def test_pooling_without_subjects_changes_nothing():
-    from fairfer.labels.classifiers import pool_by_subject
+    from fairfer.group_labels.classifiers import pool_by_subject
 
     probabilities = np.array([[0.6, 0.4], [0.1, 0.9]])
     pooled, stats = pool_by_subject(probabilities, [None, None])

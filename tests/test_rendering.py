@@ -1,4 +1,4 @@
-"""Rendering FairFace like an emotion dataset's images (fairfer.labels.rendering)."""
+"""Rendering FairFace like an emotion dataset's images (fairfer.group_labels.rendering)."""
 
 import io
 
@@ -7,7 +7,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from fairfer.labels.rendering import DOMAIN_DATASET, DomainRender, render_batches, render_image
+from fairfer.group_labels.rendering import (
+    DOMAIN_DATASET,
+    DomainRender,
+    render_batches,
+    render_image,
+)
 from fairfer.schemas import MANIFEST
 
 

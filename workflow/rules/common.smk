@@ -38,7 +38,7 @@ if _problem:
 
 EMOTION_DATASET = config["emotion_dataset"]
 # Demographic references besides FairFace, on which the FairFace-trained classifiers are
-# evaluated (match_race_labels); aligned and embedded like every other dataset.
+# evaluated (group_labels); aligned and embedded like every other dataset.
 EXTERNAL_REFERENCES = list(config["race_matching"]["external_references"])
 # FairFace rendered like the emotion dataset's images (render_fairface_domain): aligned and
 # embedded like every dataset, with the emotion dataset's alignment settings, so that the
@@ -184,7 +184,7 @@ def finetune_mem_mb(wildcards, input):
 
 
 def race_matching_embeddings(dataset):
-    """Embedding shards match_race_labels reads for ``dataset``, per race_matching.embedder."""
+    """Embedding shards group_labels reads for ``dataset``, per race_matching.embedder."""
     directory = {"frozen": "embeddings", "finetuned": "embeddings_finetuned"}[
         config["race_matching"]["embedder"]
     ]
@@ -220,7 +220,7 @@ def face_inputs(model, dataset):
 def training_inputs(wildcards):
     inputs = {
         "manifest": f"results/manifests/{EMOTION_DATASET}.parquet",
-        "group_labels": rules.match_race_labels.output.labels,
+        "group_labels": rules.group_labels.output.labels,
         "model_inputs": face_inputs(wildcards.model, EMOTION_DATASET),
     }
     if wildcards.strategy in AUGMENTATION_STRATEGIES:

@@ -40,7 +40,7 @@ rule evaluate_model:
 use rule fairness_tables as evaluation_tables with:
     input:
         predictions=EVALUATION_PREDICTIONS,
-        classifier_report=rules.match_race_labels.output.report,
+        classifier_report=rules.group_labels.output.report,
         group_labels="results/group_labels/{dataset}.parquet",
         modules=package_modules("fairness_tables"),
     output:
@@ -75,7 +75,7 @@ use rule compare_strategies as evaluation_comparison with:
     input:
         predictions=lambda wildcards: evaluation_run_files(wildcards.dataset),
         group_labels="results/group_labels/{dataset}.parquet",
-        classifier_report=rules.match_race_labels.output.report,
+        classifier_report=rules.group_labels.output.report,
         modules=package_modules("compare_strategies"),
     output:
         table=multiext("results/evaluation/{dataset}/comparison", ".parquet", ".csv", ".md"),

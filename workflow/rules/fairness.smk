@@ -1,8 +1,8 @@
 rule fairness_tables:
     input:
         predictions=rules.train_model.output.predictions,
-        classifier_report=rules.match_race_labels.output.report,
-        group_labels=rules.match_race_labels.output.labels,
+        classifier_report=rules.group_labels.output.report,
+        group_labels=rules.group_labels.output.labels,
         modules=package_modules("fairness_tables"),
     output:
         group_metrics=multiext(
@@ -53,8 +53,8 @@ rule fairness_tables:
 rule compare_strategies:
     input:
         predictions=run_files(PREDICTIONS),
-        group_labels=rules.match_race_labels.output.labels,
-        classifier_report=rules.match_race_labels.output.report,
+        group_labels=rules.group_labels.output.labels,
+        classifier_report=rules.group_labels.output.report,
         modules=package_modules("compare_strategies"),
     output:
         table=multiext("results/fairness/comparison", ".parquet", ".csv", ".md"),

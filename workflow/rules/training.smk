@@ -1,7 +1,7 @@
 rule augment_demographics:
     input:
         manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
-        group_labels=rules.match_race_labels.output.labels,
+        group_labels=rules.group_labels.output.labels,
         modules=package_modules("augment_demographics"),
     output:
         augmented=AUGMENTED_SET,

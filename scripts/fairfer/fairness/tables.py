@@ -46,7 +46,7 @@ from fairfer.fairness.uncertainty import (
     point_confusion,
     replicate_figures,
 )
-from fairfer.labels.correction import LabelErrors
+from fairfer.group_labels.correction import LabelErrors
 
 #: Summary figures shown in the headline comparison (the report, metrics.json), in this order.
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -122,9 +122,9 @@ def fairness_tables(
         Groups with fewer test images are flagged ``small_group`` (never dropped).
     corrections : mapping of str to LabelErrors, optional
         Per attribute column, the in-domain confusion matrix of its inferred labels
-        (:func:`fairfer.labels.correction.label_errors`). Each inferred single attribute then
+        (:func:`fairfer.group_labels.correction.label_errors`). Each inferred single attribute then
         also gets its figures corrected for group misclassification (matrix method,
-        :mod:`fairfer.labels.correction`): ``count_corrected`` and ``accuracy_corrected`` per
+        :mod:`fairfer.group_labels.correction`): ``count_corrected`` and ``accuracy_corrected`` per
         group, ``tpr_corrected`` per group and class, and the corrected worst and best group
         accuracy and gap in the summary, each with a ``_ci`` interval that resamples the test
         images and the validation images behind the confusion matrix; ``correction`` says

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from fairfer.fairness.metrics import Groups, Runs, confusion_counts, figures, label_sources
-from fairfer.labels.correction import (
+from fairfer.group_labels.correction import (
     LabelErrors,
     correct_counts,
     misclassification_matrix,
@@ -478,7 +478,7 @@ def interval_inputs(
 def label_accuracies(classifier_report: Mapping[str, object]) -> dict[str, float]:
     """Accuracy of each attribute classifier where its labels are used.
 
-    ``classifier_report`` is the JSON report of ``match_race_labels``
+    ``classifier_report`` is the JSON report of ``group_labels``
     (``{"attributes": {attribute: {"in_domain": {"accuracy": ...}, "clean": {...}}}}``): the
     accuracy on FairFace val rendered like the emotion dataset, or on clean FairFace val where
     no in-domain evaluation was made.

@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from fairfer.datasets import utkface
-from fairfer.labels.classifiers import expected_calibration_error
+from fairfer.group_labels.classifiers import expected_calibration_error
 from fairfer.schemas import ATTRIBUTE_CLASSES, FAIRFACE_AGES, FAIRFACE_GENDERS
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def evaluate_in_taxonomy(
     Returns
     -------
     summary, per_class
-        As :func:`fairfer.labels.classifiers.evaluate` (without the FairFace-only fields), plus the
+        As :func:`fairfer.group_labels.classifiers.evaluate` (no FairFace-only fields), plus the
         mapping; the per-class table has ``evaluated_on`` set.
     """
     fairface_classes = ATTRIBUTE_CLASSES[attribute]

@@ -22,7 +22,7 @@ rule render_fairface_domain:
         "../../scripts/render_fairface_domain.py"
 
 
-rule match_race_labels:
+rule group_labels:
     input:
         reference=race_matching_embeddings("fairface"),
         reference_manifest="results/manifests/fairface.parquet",
@@ -42,7 +42,7 @@ rule match_race_labels:
             "results/manifests/{dataset}.parquet", dataset=EVALUATION_DATASETS
         ),
         fit_subset=race_matching_fit_subset(),
-        modules=package_modules("match_race_labels"),
+        modules=package_modules("group_labels"),
     output:
         labels=f"results/group_labels/{EMOTION_DATASET}.parquet",
         evaluation_labels=expand(
@@ -62,9 +62,9 @@ rule match_race_labels:
         # Draws and level of the corrected composition's interval.
         uncertainty=config["fairness"]["uncertainty"],
     log:
-        "logs/match_race_labels.log",
+        "logs/group_labels.log",
     benchmark:
-        "logs/benchmarks/match_race_labels.tsv"
+        "logs/benchmarks/group_labels.tsv"
     threads: 2
     resources:
         mem_mb=retry_scaled(2000),
@@ -72,13 +72,13 @@ rule match_race_labels:
     conda:
         "../../envs/fairfer.yaml"
     script:
-        "../../scripts/match_race_labels.py"
+        "../../scripts/group_labels.py"
 
 
 rule audit_dataset:
     input:
         manifest=f"results/manifests/{EMOTION_DATASET}.parquet",
-        group_labels=rules.match_race_labels.output.labels,
+        group_labels=rules.group_labels.output.labels,
         modules=package_modules("audit_dataset"),
     output:
         metrics="results/audit/bias_metrics.csv",

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from fairfer.fairness.uncertainty import label_accuracies
-from fairfer.labels.classifiers import (
+from fairfer.group_labels.classifiers import (
     AttributeClassifier,
     composition,
     evaluate,
@@ -22,8 +22,8 @@ from fairfer.labels.classifiers import (
     label_targets,
     prefer_ground_truth,
 )
-from fairfer.labels.correction import corrected_composition_table, label_errors
-from fairfer.labels.external import (
+from fairfer.group_labels.correction import corrected_composition_table, label_errors
+from fairfer.group_labels.external import (
     TAXONOMIES,
     evaluate_in_taxonomy,
     fairface_labels_in_taxonomy,

@@ -285,7 +285,7 @@ def used_evaluation(result: Mapping[str, object]) -> Mapping[str, object]:
     if evaluation is None:
         raise ValueError(
             "classifier report entry has neither 'in_domain' nor 'clean' evaluation; it was "
-            "written by an older version of match_race_labels: rerun it"
+            "written by an older version of group_labels: rerun it"
         )
     return evaluation
 
@@ -327,7 +327,7 @@ def label_errors(
     max_condition: float = 50.0,
     max_clipped_share: float = 0.05,
 ) -> dict[str, LabelErrors]:
-    """Per attribute of a ``match_race_labels`` report, its in-domain confusion matrix.
+    """Per attribute of a ``group_labels`` report, its in-domain confusion matrix.
 
     The correction applies to per-image labels measured in the target domain: an attribute
     without an in-domain evaluation, or whose labels were pooled over a subject's images (their
@@ -359,7 +359,7 @@ def corrected_composition_table(
     level: float,
     seed: int,
 ) -> pd.DataFrame:
-    """A composition table (``fairfer.labels.classifiers.composition``) with the true composition.
+    """A composition table (``fairfer.group_labels.classifiers.composition``), true shares added.
 
     Per inferred attribute with an in-domain confusion matrix, and per split, the images per
     true group are estimated by the matrix method (:func:`corrected_composition`) as
