@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from fairfer.faces.facenet import build_facenet, convert_keras_facenet, extract_keras_h5
+from fairfer.faces.facenet import build_facenet
+from fairfer.faces.keras_weights import convert_keras_facenet, extract_keras_h5
 
 logger = logging.getLogger(__name__)
 

