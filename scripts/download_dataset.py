@@ -3,7 +3,9 @@
 import logging
 from pathlib import Path
 
-from fairfer.datasets.download import DownloadError, extract_archive, fetch, source_file_name
+from fairfer.datasets.archives import extract_archive
+from fairfer.datasets.download import fetch, source_file_name
+from fairfer.errors import DownloadError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ the same label CSVs describe.
 import logging
 from pathlib import Path
 
-from fairfer.datasets.download import extract_zip, fetch
+from fairfer.datasets.archives import extract_zip
+from fairfer.datasets.download import fetch
 
 logger = logging.getLogger(__name__)
 

@@ -24,20 +24,16 @@ from urllib.parse import unquote
 
 import pytest
 
-from fairfer.datasets.download import (
+from fairfer.datasets.archives import extract_archive, extract_zip
+from fairfer.datasets.download import fetch, sha256_of, source_file_name
+from fairfer.datasets.kaggle import kaggle_credentials, parse_kaggle_source
+from fairfer.errors import (
     ChecksumMismatchError,
     CredentialsError,
     DownloadError,
     ManualSourceError,
     SourceNotFoundError,
     UnsafeArchiveError,
-    extract_archive,
-    extract_zip,
-    fetch,
-    kaggle_credentials,
-    parse_kaggle_source,
-    sha256_of,
-    source_file_name,
 )
 
 PAYLOAD = random.Random(0).randbytes(200_000)

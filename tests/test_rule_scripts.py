@@ -150,7 +150,7 @@ def test_fairface_archive_with_a_wrong_checksum_leaves_no_output(tmp_path):
 
     from download_fairface import download
 
-    from fairfer.datasets.download import ChecksumMismatchError
+    from fairfer.errors import ChecksumMismatchError
 
     source = tmp_path / "fairface.zip"
     with zipfile.ZipFile(source, "w") as archive:

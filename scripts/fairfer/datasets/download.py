@@ -7,34 +7,37 @@ by hand, which are never fetched. Whatever the source, the bytes go to a
 (and verified, when a sha256 is configured), so a killed job never leaves a truncated file where
 the pipeline expects a finished one.
 
-Kaggle downloads use the public REST API that the official ``kaggle`` client calls,
-``GET {endpoint}/api/v1/datasets/download/{owner}/{dataset}[/{file}]`` with HTTP Basic
-authentication, and follow its redirect to the storage URL (the credentials are not forwarded
-there). Credentials and endpoint are read as the official client reads them:
-``KAGGLE_USERNAME`` and ``KAGGLE_KEY``, else ``kaggle.json`` in ``$KAGGLE_CONFIG_DIR`` or
-``~/.kaggle``; ``KAGGLE_API_ENDPOINT`` overrides ``https://www.kaggle.com``.
+Kaggle sources are parsed and authenticated by :mod:`fairfer.datasets.kaggle`; archives are
+unpacked by :mod:`fairfer.datasets.archives`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
-import shutil
-import tarfile
-import tempfile
 import time
-import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
-from urllib.parse import parse_qs, quote, unquote, urlparse
+from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 import requests
+
+from fairfer.datasets.kaggle import (
+    KAGGLE_DEFAULT_ENDPOINT,
+    kaggle_refusal,
+    kaggle_credentials,
+    parse_kaggle_source,
+)
+from fairfer.errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    ManualSourceError,
+    SourceNotFoundError,
+)
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -45,102 +48,8 @@ _PROGRESS_INTERVAL_S = 10.0
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
-_KAGGLE_RE = re.compile(
-    r"kaggle://(?P<owner>[^/?#]+)/(?P<dataset>[^/?#]+)(?:/(?P<file>[^?#]+))?(?:\?(?P<query>.*))?"
-)
 #: Source value of datasets the user obtains and places by hand (never fetched).
 MANUAL = "manual"
-KAGGLE_DEFAULT_ENDPOINT = "https://www.kaggle.com"
-KAGGLE_TOKEN_PAGE = "https://www.kaggle.com/settings"
-
-
-class DownloadError(RuntimeError):
-    """Base class of every error raised while fetching or extracting."""
-
-
-class SourceNotFoundError(DownloadError):
-    """A local source (plain path or ``file://`` URL) does not exist."""
-
-
-class ChecksumMismatchError(DownloadError):
-    """The fetched bytes do not hash to the configured sha256."""
-
-
-class UnsafeArchiveError(DownloadError):
-    """An archive member would be written outside the extraction directory."""
-
-
-class CredentialsError(DownloadError):
-    """A source needs credentials that are missing, malformed or refused."""
-
-
-class ManualSourceError(DownloadError):
-    """A dataset configured as ``manual`` was asked to be fetched."""
-
-
-@dataclass(frozen=True)
-class KaggleSource:
-    """A parsed ``kaggle://owner/dataset[/file][?version=n]`` source."""
-
-    owner: str
-    dataset: str
-    file: str | None = None
-    version: int | None = None
-
-    @property
-    def page(self) -> str:
-        """The dataset's web page, where its rules are accepted."""
-        return f"https://www.kaggle.com/datasets/{self.owner}/{self.dataset}"
-
-    def download_url(self, endpoint: str = KAGGLE_DEFAULT_ENDPOINT) -> str:
-        """The REST download URL under ``endpoint`` (with or without its ``/api/v1``)."""
-        base = endpoint.rstrip("/")
-        if not base.endswith("/api/v1"):
-            base += "/api/v1"
-        url = f"{base}/datasets/download/{quote(self.owner)}/{quote(self.dataset)}"
-        if self.file is not None:
-            url += f"/{quote(self.file)}"
-        if self.version is not None:
-            url += f"?datasetVersionNumber={self.version}"
-        return url
-
-
-@dataclass(frozen=True)
-class KaggleCredentials:
-    """A Kaggle user name and API key, and where they were read (for error messages)."""
-
-    username: str
-    key: str
-    origin: str
-
-
-def parse_kaggle_source(source: str) -> KaggleSource:
-    """Parse ``kaggle://<owner>/<dataset>[/<file>][?version=<n>]``.
-
-    Raises
-    ------
-    ValueError
-        The source is malformed (missing owner or dataset, or a bad version).
-    """
-    match = _KAGGLE_RE.fullmatch(source.strip())
-    if match is None:
-        raise ValueError(
-            f"Kaggle source {source!r} is malformed; write kaggle://<owner>/<dataset>, e.g. "
-            "kaggle://shuvoalok/raf-db-dataset, optionally followed by /<file> and ?version=<n>."
-        )
-    query = parse_qs(match["query"] or "", keep_blank_values=True)
-    unknown = sorted(set(query) - {"version"})
-    versions = query.get("version", [])
-    if unknown or len(versions) > 1 or (versions and not versions[0].isdigit()):
-        raise ValueError(
-            f"Kaggle source {source!r}: the only query parameter is version=<positive integer>"
-        )
-    return KaggleSource(
-        owner=match["owner"],
-        dataset=match["dataset"],
-        file=unquote(match["file"]) if match["file"] else None,
-        version=int(versions[0]) if versions else None,
-    )
 
 
 def source_file_name(source: str) -> str:
@@ -153,45 +62,6 @@ def source_file_name(source: str) -> str:
     if scheme:
         return PurePosixPath(unquote(urlparse(source).path)).name or "download"
     return Path(source).name
-
-
-def kaggle_credentials(environ: Mapping[str, str] | None = None) -> KaggleCredentials:
-    """Kaggle credentials from the places the official client reads, in its order.
-
-    ``KAGGLE_USERNAME`` and ``KAGGLE_KEY`` first; otherwise ``kaggle.json`` (``{"username":
-    ..., "key": ...}``) in ``$KAGGLE_CONFIG_DIR`` when set, else in ``~/.kaggle``.
-
-    Raises
-    ------
-    CredentialsError
-        Neither is available or the file is malformed; the message says where to put them.
-    """
-    env = os.environ if environ is None else environ
-    username, key = env.get("KAGGLE_USERNAME"), env.get("KAGGLE_KEY")
-    if username and key:
-        return KaggleCredentials(username, key, "environment variables KAGGLE_USERNAME/KAGGLE_KEY")
-    config_dir = env.get("KAGGLE_CONFIG_DIR")
-    path = Path(config_dir).expanduser() if config_dir else Path.home() / ".kaggle"
-    path = path / "kaggle.json"
-    where = (
-        f"Create an API token on {KAGGLE_TOKEN_PAGE} (section API, 'Create New Token'), save "
-        f"the kaggle.json it downloads as {path} and make it private (chmod 600 {path}); or "
-        f"export KAGGLE_USERNAME and KAGGLE_KEY. KAGGLE_CONFIG_DIR moves the folder that holds "
-        f"kaggle.json."
-    )
-    if not path.is_file():
-        partial = " (only one of KAGGLE_USERNAME / KAGGLE_KEY is set)" if username or key else ""
-        raise CredentialsError(f"No Kaggle credentials found{partial}. {where}")
-    try:
-        values = json.loads(path.read_text())
-        username, key = values["username"], values["key"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise CredentialsError(
-            f"{path} is not a Kaggle API token file with 'username' and 'key' ({error!r}). {where}"
-        ) from error
-    if os.name == "posix" and path.stat().st_mode & 0o077:
-        logger.warning("%s is readable by other users; run chmod 600 %s", path, path)
-    return KaggleCredentials(str(username), str(key), str(path))
 
 
 class _TransientError(Exception):
@@ -311,7 +181,7 @@ def fetch(
         actual = _download(
             kaggle.download_url(endpoint),
             auth=(credentials.username, credentials.key),
-            client_error=_kaggle_error(kaggle, credentials, hint),
+            client_error=kaggle_refusal(kaggle, credentials, hint),
             **download,
         )
     elif scheme in ("", "file"):
@@ -341,146 +211,6 @@ def fetch(
     os.replace(part, destination)
     logger.info("Fetched %s -> %s (sha256 %s)", source, destination, actual)
     return destination
-
-
-def extract_zip(
-    archive: Path,
-    destination: Path,
-    *,
-    members_prefix: Sequence[str] | None = None,
-) -> Path:
-    """Extract a zip archive into ``destination``, all at once or not at all.
-
-    Members are unpacked into a hidden temporary sibling of ``destination`` that is then
-    renamed into place, so a killed extraction never leaves a half-filled ``destination``.
-    An existing ``destination`` is replaced. Member paths are kept as they are in the
-    archive (a prefix is not stripped).
-
-    Parameters
-    ----------
-    archive : Path
-        The ``.zip`` file.
-    destination : Path
-        Directory to create (or replace) with the archive's content.
-    members_prefix : Sequence[str], optional
-        Extract only members whose name starts with one of these prefixes; each prefix
-        must match at least one member.
-
-    Returns
-    -------
-    Path
-        ``destination``.
-
-    Raises
-    ------
-    SourceNotFoundError
-        ``archive`` does not exist.
-    UnsafeArchiveError
-        A member has an absolute path or climbs out with ``..``; nothing is extracted.
-    DownloadError
-        ``archive`` is not a valid zip, or a prefix matches no member.
-    """
-    archive = Path(archive)
-    destination = Path(destination)
-    if not archive.is_file():
-        raise SourceNotFoundError(
-            f"Zip archive {archive} does not exist; fetch it first or fix its configured path."
-        )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_extractions(destination)
-
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                _check_member_name(info.filename, archive)
-            selected = _select_members(infos, members_prefix, archive)
-            staging = Path(
-                tempfile.mkdtemp(
-                    dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
-                )
-            )
-            try:
-                logger.info(
-                    "Extracting %d of %d members of %s -> %s",
-                    len(selected),
-                    len(infos),
-                    archive,
-                    destination,
-                )
-                zf.extractall(staging, members=selected)
-                _swap_into_place(staging, destination)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-    except zipfile.BadZipFile as exc:
-        raise DownloadError(
-            f"{archive} is not a valid zip file ({exc}). Delete it and fetch it again, and "
-            f"configure its sha256 so a corrupt download is caught early."
-        ) from exc
-    return destination
-
-
-def extract_archive(archive: Path, destination: Path, *, plain_file_name: str) -> Path:
-    """Unpack a zip or tar archive (any compression) into ``destination``, atomically.
-
-    The format is read from the content, not the name, because downloads are stored under a
-    fixed name. A file that is neither (a single CSV fetched from Kaggle, say) is placed in
-    ``destination`` as ``plain_file_name``. As with :func:`extract_zip`, the content goes to a
-    hidden sibling first and replaces ``destination`` only when complete.
-
-    Raises
-    ------
-    SourceNotFoundError
-        ``archive`` does not exist.
-    UnsafeArchiveError
-        A member would land outside ``destination`` (absolute path, ``..``, or a link or
-        device in a tar archive); nothing is extracted.
-    """
-    archive = Path(archive)
-    destination = Path(destination)
-    if not archive.is_file():
-        raise SourceNotFoundError(
-            f"Archive {archive} does not exist; fetch it first or fix its configured path."
-        )
-    if zipfile.is_zipfile(archive):
-        return extract_zip(archive, destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_extractions(destination)
-    staging = Path(
-        tempfile.mkdtemp(
-            dir=destination.parent, prefix=f".{destination.name}.", suffix=".extracting"
-        )
-    )
-    try:
-        if tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_tar_member(member, archive)
-                logger.info("Extracting %d members of %s -> %s", len(members), archive, destination)
-                # The members were checked above; the "data" filter (Python >= 3.11.4) also
-                # drops permission bits such as setuid.
-                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                tar.extractall(staging, members=members, **safe)
-        else:
-            logger.info("%s is not an archive; keeping it as %s", archive, plain_file_name)
-            shutil.copyfile(archive, staging / plain_file_name)
-        _swap_into_place(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
-
-
-def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
-    _check_member_name(member.name, archive)
-    if not (member.isfile() or member.isdir()):
-        # Links and device files are how a hostile tar escapes its directory; datasets have none.
-        raise UnsafeArchiveError(
-            f"Refusing to extract {archive}: member {member.name!r} is a link or special file. "
-            f"Nothing was extracted; obtain the archive from a trustworthy source."
-        )
 
 
 def _normalise_sha256(sha256: str | None, source: str) -> str | None:
@@ -527,37 +257,6 @@ def _copy(src: Path, part: Path, *, source: str, hint: str, chunk_size: int) -> 
             iter(lambda: inp.read(chunk_size), b""), out, hasher, label=str(src), total=total
         )
     return hasher.hexdigest()
-
-
-def _kaggle_error(
-    kaggle: KaggleSource, credentials: KaggleCredentials, hint: str
-) -> Callable[[int, str], DownloadError | None]:
-    """Errors for the HTTP statuses Kaggle answers when a download is refused."""
-
-    def explain(status: int, reason: str) -> DownloadError | None:
-        name = f"{kaggle.owner}/{kaggle.dataset}" + (f"/{kaggle.file}" if kaggle.file else "")
-        if status == 401:
-            return CredentialsError(
-                f"Kaggle refused the credentials of user {credentials.username!r} read from "
-                f"{credentials.origin} (HTTP 401 {reason}) while downloading {name}. The key is "
-                f"wrong or was revoked: create a new token on {KAGGLE_TOKEN_PAGE} and replace "
-                f"them. {hint}".rstrip()
-            )
-        if status == 403:
-            return CredentialsError(
-                f"Kaggle user {credentials.username!r} (credentials from {credentials.origin}) "
-                f"may not download {name} (HTTP 403 {reason}). Open {kaggle.page} while logged "
-                f"in and accept the dataset's terms if it asks, or check that the key belongs "
-                f"to an account with access. {hint}".rstrip()
-            )
-        if status == 404:
-            return DownloadError(
-                f"Kaggle has no dataset or file {name} (HTTP 404 {reason}); check the owner, "
-                f"dataset and file names against {kaggle.page}. {hint}".rstrip()
-            )
-        return None
-
-    return explain
 
 
 def _download(
@@ -745,59 +444,3 @@ def _format_bytes(n: int) -> str:
             return f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
-
-
-def _check_member_name(name: str, archive: Path) -> None:
-    # zipfile would silently strip "/" and ".." itself; an archive that needs that is either
-    # malformed or hostile, and either way its layout is not what the pipeline expects.
-    posix = name.replace("\\", "/")
-    path = PurePosixPath(posix)
-    if posix.startswith("/") or re.match(r"[A-Za-z]:", posix) or ".." in path.parts:
-        raise UnsafeArchiveError(
-            f"Refusing to extract {archive}: member {name!r} would be written outside the "
-            f"destination (absolute path or '..'). Nothing was extracted; obtain the archive "
-            f"from a trustworthy source."
-        )
-
-
-def _select_members(
-    infos: list[zipfile.ZipInfo], members_prefix: Sequence[str] | None, archive: Path
-) -> list[zipfile.ZipInfo]:
-    if members_prefix is None:
-        return infos
-    if isinstance(members_prefix, str):
-        raise TypeError(
-            f"members_prefix must be a sequence of prefixes, not the string {members_prefix!r};"
-            f" wrap it in a list."
-        )
-    for prefix in members_prefix:
-        if not any(info.filename.startswith(prefix) for info in infos):
-            sample = ", ".join(info.filename for info in infos[:5])
-            raise DownloadError(
-                f"No member of {archive} starts with {prefix!r} (first members: {sample}). Fix "
-                f"the configured members prefix."
-            )
-    return [info for info in infos if info.filename.startswith(tuple(members_prefix))]
-
-
-def _swap_into_place(staging: Path, destination: Path) -> None:
-    # os.replace cannot overwrite a non-empty directory, so the old one is moved aside first;
-    # destination is briefly absent but never half-filled.
-    if destination.exists() or destination.is_symlink():
-        old = Path(
-            tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".old")
-        )
-        aside = old / destination.name
-        os.replace(destination, aside)
-        os.replace(staging, destination)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, destination)
-
-
-def _remove_stale_extractions(destination: Path) -> None:
-    # Leftovers of a killed earlier run; they can be as large as the dataset itself.
-    for pattern in (f".{destination.name}.*.extracting", f".{destination.name}.*.old"):
-        for stale in destination.parent.glob(pattern):
-            logger.warning("Removing leftover %s from an interrupted extraction", stale)
-            shutil.rmtree(stale, ignore_errors=True)
