@@ -28,8 +28,8 @@ import requests
 
 from fairfer.datasets.kaggle import (
     KAGGLE_DEFAULT_ENDPOINT,
-    kaggle_refusal,
     kaggle_credentials,
+    kaggle_refusal,
     parse_kaggle_source,
 )
 from fairfer.errors import (
