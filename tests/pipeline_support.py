@@ -48,7 +48,9 @@ def snakemake(
 def scratch_workflow(workdir: Path) -> Path:
     """A copy of the workflow with data/ pointing at the real datasets."""
     for name in ("workflow", "scripts", "config", "envs"):
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     (workdir / "data").mkdir()
     for dataset in ("ferplus", "fairface"):
         (workdir / "data" / dataset).symlink_to(DATA / dataset)

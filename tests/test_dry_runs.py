@@ -38,7 +38,9 @@ def touch(root: Path, *relative: str) -> None:
 def workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("dry_runs")
     for name in ("workflow", "scripts", "config", "envs"):
-        shutil.copytree(ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     touch(workdir / "data", *FAIRFACE_FILES, *FERPLUS_FILES)
     return workdir
 
