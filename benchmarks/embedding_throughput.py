@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
-from rule_scripts import rule_script
 
 from fairfer.faces.alignment import FaceAligner
 from fairfer.faces.embedding import crop_loader, embed_batches
 from fairfer.faces.facenet import load_facenet, preprocessing_for
 from fairfer.inference import InferenceNetwork, resolve_precision
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import ALIGNED, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rule_scripts import rule_script
 
 from fairfer.fairness.tables import fairness_tables, prepare
 from fairfer.fairness.uncertainty import replicate_figures
 from fairfer.group_labels.classifiers import fit_attribute_classifier
 from fairfer.group_labels.correction import LabelErrors
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rule_scripts import rule_script
 
 from fairfer.group_labels.classifiers import evaluate, fit_attribute_classifier
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,9 +33,9 @@ import torch
 import yaml
 from facenet_pytorch import MTCNN
 from PIL import Image
-from rule_scripts import rule_script
 
 from fairfer.faces.facenet import load_facenet, preprocessing_for
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import MANIFEST, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]

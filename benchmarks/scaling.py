@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import torch
 import yaml
-from rule_scripts import rule_script
 
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import MANIFEST, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from fairfer.config_checks import attribute_names
 from fairfer.fairness.dataset_audit import audit_dataset
 from fairfer.report.plots import plot_npmi_heatmaps
 from fairfer.schemas import MANIFEST, extra_attributes_of, read_checked, schema_metadata
@@ -40,13 +41,7 @@ def run(
     inferable = [k.removesuffix("_classes") for k in metadata if k.endswith("_classes")]
     extra = extra_attributes_of(group_labels_path)
     # Single attributes only: intersections are the fairness tables' business.
-    singles = list(
-        dict.fromkeys(
-            name
-            for attribute in attributes
-            for name in ([attribute] if isinstance(attribute, str) else attribute)
-        )
-    )
+    singles = attribute_names(attributes)
     columns = ["image_id"]
     for name in singles:
         columns += [name, f"{name}_source"]

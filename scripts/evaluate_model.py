@@ -11,17 +11,16 @@ dataset cannot have does not count as an error by construction.
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fairfer.inference import resolve_device
 from fairfer.schemas import extra_attributes_of, predictions_schema, write_parquet
 from fairfer.training.data import (
     emotion_rows,
-    group_columns,
     input_lookup,
     labelled_split,
     model_inputs,
+    prediction_frame,
 )
 from fairfer.training.models import ModelSpec, build_network
 from fairfer.training.trainer import Runtime, predict_proba
@@ -76,13 +75,15 @@ def run(
     probabilities = probabilities[:, columns]
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     extra = extra_attributes_of(group_labels_path)
-    predictions = kept[["image_id", *group_columns(extra)]].copy()
-    predictions["strategy"] = checkpoint["strategy"]
-    predictions["model"] = checkpoint["model"]
-    predictions["seed"] = checkpoint["seed"]
-    predictions["y_true"] = kept["emotion"].to_numpy()
-    predictions["y_pred"] = np.asarray(shared)[probabilities.argmax(axis=1)]
-    predictions["probabilities"] = list(probabilities.astype(np.float32))
+    predictions = prediction_frame(
+        kept,
+        probabilities,
+        shared,
+        extra_attributes=extra,
+        strategy=checkpoint["strategy"],
+        model=checkpoint["model"],
+        seed=checkpoint["seed"],
+    )
     write_parquet(predictions, predictions_path, predictions_schema(shared, extra))
     counts["accuracy"] = float((predictions["y_true"] == predictions["y_pred"]).mean())
     logger.info("%s accuracy on %s test: %.4f", checkpoint_path, dataset, counts["accuracy"])

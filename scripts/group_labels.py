@@ -379,6 +379,20 @@ def match(
     )
 
 
+def per_dataset(
+    datasets: Sequence[str], shards: Sequence[str], manifests: Sequence[str]
+) -> dict[str, tuple[list[Path], Path]]:
+    """Each dataset's embedding shards (``.../<dataset>/shard-*``) and manifest
+    (``.../<dataset>.parquet``), from a rule's flat input lists."""
+    return {
+        dataset: (
+            [Path(p) for p in shards if Path(p).parent.name == dataset],
+            next(Path(p) for p in manifests if Path(p).stem == dataset),
+        )
+        for dataset in datasets
+    }
+
+
 if __name__ == "__main__":
     from fairfer.logs import configure_logging
 
@@ -390,30 +404,22 @@ if __name__ == "__main__":
         Path(snakemake.input.target_manifest),
         matching=snakemake.params.matching,
         seed=snakemake.params.seed,
-        external_references={
-            dataset: (
-                [Path(p) for p in snakemake.input.external if Path(p).parent.name == dataset],
-                next(
-                    Path(p) for p in snakemake.input.external_manifests if Path(p).stem == dataset
-                ),
-            )
-            for dataset in snakemake.params.external_references
-        },
+        external_references=per_dataset(
+            snakemake.params.external_references,
+            snakemake.input.external,
+            snakemake.input.external_manifests,
+        ),
         fit_subset=Path(snakemake.input.fit_subset) if snakemake.input.get("fit_subset") else None,
         domain=(
             [Path(p) for p in snakemake.input.domain],
             Path(snakemake.input.domain_manifest),
         ),
         domain_render=snakemake.params.domain_render,
-        evaluation_datasets={
-            dataset: (
-                [Path(p) for p in snakemake.input.evaluation if Path(p).parent.name == dataset],
-                next(
-                    Path(p) for p in snakemake.input.evaluation_manifests if Path(p).stem == dataset
-                ),
-            )
-            for dataset in snakemake.params.evaluation_datasets
-        },
+        evaluation_datasets=per_dataset(
+            snakemake.params.evaluation_datasets,
+            snakemake.input.evaluation,
+            snakemake.input.evaluation_manifests,
+        ),
         evaluation_labels=(evaluation_labels := {}),
     )
     extra = report["extra_attributes"]

@@ -12,7 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -30,10 +29,10 @@ from fairfer.training.data import (
     Split,
     dataset_classes,
     emotion_rows,
-    group_columns,
     input_lookup,
     labelled_split,
     model_inputs,
+    prediction_frame,
 )
 from fairfer.training.models import ModelSpec, build_network
 from fairfer.training.strategies import AUGMENTATION_STRATEGIES, build_strategy
@@ -176,13 +175,15 @@ def run(
 
     test_x, test_frame = decoded["test"]
     probabilities = predict_proba(network, test_x, runtime=runtime)
-    predictions = test_frame[["image_id", *group_columns(extra)]].copy()
-    predictions["strategy"] = strategy
-    predictions["model"] = model
-    predictions["seed"] = seed
-    predictions["y_true"] = test_frame["emotion"].to_numpy()
-    predictions["y_pred"] = np.asarray(classes)[probabilities.argmax(axis=1)]
-    predictions["probabilities"] = list(probabilities.astype(np.float32))
+    predictions = prediction_frame(
+        test_frame,
+        probabilities,
+        classes,
+        extra_attributes=extra,
+        strategy=strategy,
+        model=model,
+        seed=seed,
+    )
     write_parquet(predictions, predictions_path, predictions_schema(classes, extra))
     accuracy = float((predictions["y_true"] == predictions["y_pred"]).mean())
     logger.info("%s: test accuracy %.4f", runtime.description, accuracy)

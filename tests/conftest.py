@@ -1,7 +1,7 @@
 """One finished small pipeline run shared between the end-to-end tests of a session.
 
 The ``fairfer`` package is the installed one (``envs/install.sh`` installs it in editable
-mode); rule scripts are loaded from their files (``rule_scripts.rule_script``).
+mode); rule scripts are loaded from their files (``fairfer.rule_inputs.rule_script``).
 """
 
 import pathlib

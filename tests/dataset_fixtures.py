@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fairfer.schemas import EMOTIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -137,16 +139,6 @@ def build_generic_csv(
 
 
 FERPLUS_SPLIT_FOLDERS = {"train": "FER2013Train", "val": "FER2013Valid", "test": "FER2013Test"}
-FERPLUS_EMOTIONS = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-)
 #: Folder names as the Kaggle FER2013 / CK+48 copies spell the classes.
 CLASS_FOLDER_NAMES = {
     "neutral": "neutral",
@@ -163,10 +155,10 @@ CLASS_FOLDER_NAMES = {
 def _ferplus_majority(ferplus: Path, folder: str) -> pd.DataFrame:
     """FER+ images of one split folder with a strict majority emotion (from label.csv)."""
     votes = pd.read_csv(ferplus / folder / "label.csv", header=None)
-    counts = votes.iloc[:, 2 : 2 + len(FERPLUS_EMOTIONS)].to_numpy()
+    counts = votes.iloc[:, 2 : 2 + len(EMOTIONS)].to_numpy()
     top = counts.argmax(axis=1)
     majority = counts.max(axis=1) * 2 > votes.iloc[:, 2:].to_numpy().sum(axis=1)
-    table = pd.DataFrame({"file": votes[0], "emotion": np.asarray(FERPLUS_EMOTIONS)[top]})
+    table = pd.DataFrame({"file": votes[0], "emotion": np.asarray(EMOTIONS)[top]})
     return table[majority].reset_index(drop=True)
 
 

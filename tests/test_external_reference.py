@@ -7,7 +7,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from rule_scripts import rule_script
 
 from fairfer.datasets.utkface import RACE_TO_FAIRFACE
 from fairfer.group_labels.external import (
@@ -16,6 +15,7 @@ from fairfer.group_labels.external import (
     evaluate_in_taxonomy,
     fairface_labels_in_taxonomy,
 )
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import ATTRIBUTE_CLASSES, FAIRFACE_RACES, embeddings_schema
 
 match = rule_script("group_labels").match

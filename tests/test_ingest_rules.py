@@ -17,10 +17,10 @@ from dataset_fixtures import (
     build_utkface_folder,
 )
 from PIL import Image
-from rule_scripts import rule_script
 
 from fairfer.datasets import ferplus
 from fairfer.group_labels.classifiers import prefer_ground_truth
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import FERPLUS_VOTE_COLUMNS, MANIFEST, read_checked
 
 download_fairface = rule_script("download_fairface").download

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from fairfer.config_checks import coerce_strings, config_error
+from fairfer.config_checks import attribute_names, coerce_strings, config_error
 from fairfer.datasets import generic
-from fairfer.datasets.attributes import attribute_columns, bin_labels, normalize_attribute
+from fairfer.datasets.attributes import bin_labels, normalize_attribute
 from fairfer.datasets.checks import ABSENT_FROM_TRAIN, check_splits
 from fairfer.errors import DatasetError, UserError
 from fairfer.schemas import ATTRIBUTE_CLASSES, extra_attributes_of, publish_manifest
@@ -66,8 +66,8 @@ def test_given_labels_join_fairface_vocabulary_and_user_aliases():
     assert report["unbinned_numeric_values"] == 20 and years.iloc[3] == "3"
 
 
-def test_attribute_columns_flatten_intersections():
-    assert attribute_columns(["race", ["race", "country"], "age"]) == ["race", "country", "age"]
+def test_attribute_names_flatten_intersections():
+    assert attribute_names(["race", ["race", "country"], "age"]) == ["race", "country", "age"]
 
 
 # --- layouts ------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from rule_scripts import rule_script
 
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import INGEST_REJECTS, MANIFEST, publish_manifest, write_parquet
 
 align_shard = rule_script("align_faces").align_shard

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from browser import CHROMIUM, render
 from PIL import Image
-from rule_scripts import rule_script
 
 from fairfer.fairness.dataset_audit import audit_dataset
 from fairfer.fairness.tables import compare_runs, fairness_tables
 from fairfer.report.html import external_references
 from fairfer.report.plots import plot_composition, plot_gradcam_grid, plot_npmi_heatmaps
+from fairfer.rule_inputs import rule_script
 
 report = rule_script("fairness_report").report
 

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from rule_scripts import rule_script
 
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import ALIGNED, MANIFEST, read_checked, write_parquet
 
 summarise = rule_script("alignment_report").summarise

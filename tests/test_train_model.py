@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from rule_scripts import rule_script
 
+from fairfer.rule_inputs import rule_script
 from fairfer.schemas import (
     ATTRIBUTE_CLASSES,
     AUGMENTED,

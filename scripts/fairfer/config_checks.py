@@ -169,10 +169,11 @@ BASELINE = "baseline"
 
 
 def attribute_names(value: object) -> list[str]:
-    """The column names in an attribute setting (a name, or lists of names for intersections)."""
+    """The distinct column names in an attribute setting (a name, or a list of names and of
+    lists of names for intersections), in order of first appearance."""
     if isinstance(value, str):
         return [value]
-    return [name for item in value or [] for name in attribute_names(item)]
+    return list(dict.fromkeys(name for item in value or [] for name in attribute_names(item)))
 
 
 def extra_attributes(config: Mapping) -> list[str]:

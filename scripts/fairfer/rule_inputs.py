@@ -9,7 +9,13 @@ when its code changed) agrees.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
+
+#: The rule scripts' folder: the package lives beside them (scripts/fairfer).
+SCRIPTS = Path(__file__).resolve().parents[1]
 
 
 def _module_files(dotted: str, package_dir: Path) -> list[Path]:
@@ -57,3 +63,17 @@ def package_modules(script: Path, package_dir: Path) -> list[Path]:
                         found.add(source)
                         pending.append(source)
     return sorted(found)
+
+
+def rule_script(name: str) -> ModuleType:
+    """The module of ``scripts/<name>.py``, for tests and benchmarks that call its functions.
+
+    Rule scripts are not part of the package (Snakemake runs them as files), so they are loaded
+    from their path, once per process.
+    """
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

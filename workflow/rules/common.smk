@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import yaml
-from snakemake.utils import validate
 
 # The installed package (envs/install.sh); its sources, for the rerun tracking below.
 from fairfer import config_checks, rule_inputs
@@ -29,8 +28,6 @@ _problem = config_error(config, _schema, where=os.path.relpath(CONFIG_SCHEMA))
 if _problem:
     # One paragraph instead of Snakemake's dump of the whole schema.
     raise ValueError(_problem)
-# Fills in the schema's defaults.
-validate(config, schema="../schemas/config.schema.yaml")
 # Cross-key checks (strategies, models, attributes, datasets), before any name is used.
 _problem = run_problem(config)
 if _problem:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,16 +51,6 @@ BUILTIN_VALUE_ALIASES: dict[str, dict[str, str]] = {
     },
     "age": {"70+": "more than 70", "over 70": "more than 70"},
 }
-
-
-def attribute_columns(attributes: Iterable[str | Sequence[str]]) -> list[str]:
-    """Distinct column names of ``attributes`` (names, or lists of names for intersections)."""
-    names: list[str] = []
-    for attribute in attributes:
-        for name in [attribute] if isinstance(attribute, str) else attribute:
-            if name not in names:
-                names.append(name)
-    return names
 
 
 def _fold(value: str) -> str:

@@ -77,6 +77,21 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == ""
 
 
+def _emotion_names(
+    names: Sequence[str], *, vocabulary: Sequence[str], aliases: Mapping[str, str]
+) -> dict[str, str]:
+    """Those of ``names`` that are emotions (case-insensitively, after the aliases), with the
+    vocabulary name each stands for."""
+    canonical = {name.lower(): name for name in vocabulary}
+    lowered = {alias.lower(): target.lower() for alias, target in aliases.items()}
+    found = {}
+    for name in names:
+        key = lowered.get(name.strip().lower(), name.strip().lower())
+        if key in canonical:
+            found[name] = canonical[key]
+    return found
+
+
 def _normalize_emotions(
     values: pd.Series,
     *,
@@ -85,21 +100,17 @@ def _normalize_emotions(
     source: Path,
 ) -> list[str]:
     """Vocabulary names of ``values``; errors name the CSV line (index + 2: header, 0-based)."""
-    canonical = {name.lower(): name for name in vocabulary}
-    lowered_aliases = {alias.lower(): target.lower() for alias, target in aliases.items()}
-    names = []
-    for index, value in values.items():
-        key = "" if _blank(value) else str(value).strip().lower()
-        key = lowered_aliases.get(key, key)
-        if key not in canonical:
+    texts = ["" if _blank(value) else str(value) for value in values]
+    known = _emotion_names(sorted(set(texts)), vocabulary=vocabulary, aliases=aliases)
+    for index, value, text in zip(values.index, values, texts, strict=True):
+        if text not in known:
             shown = "an empty value" if _blank(value) else repr(value)
             raise DatasetError(
                 f"{source}, line {int(index) + 2}: emotion {shown} is not one of "
                 f"{list(vocabulary)}. Correct the value, or map it with emotion_aliases "
                 f"(known aliases: {sorted(aliases)})."
             )
-        names.append(canonical[key])
-    return names
+    return [known[text] for text in texts]
 
 
 def _normalize_split_column(values: pd.Series, *, source: Path) -> list[str]:
@@ -386,20 +397,6 @@ def build_manifest(
     return manifest, report
 
 
-def _emotion_folder_names(
-    names: Sequence[str], *, vocabulary: Sequence[str], aliases: Mapping[str, str]
-) -> dict[str, str]:
-    """Those of ``names`` that are emotions after the aliases, with the emotion each names."""
-    canonical = {name.lower(): name for name in vocabulary}
-    lowered = {alias.lower(): target.lower() for alias, target in aliases.items()}
-    found = {}
-    for name in names:
-        key = lowered.get(name.strip().lower(), name.strip().lower())
-        if key in canonical:
-            found[name] = canonical[key]
-    return found
-
-
 def from_folder_sets(
     root: str | Path,
     metadata_csv: str | Path,
@@ -460,9 +457,7 @@ def from_folder_sets(
             "adjust image_glob."
         )
     sets = sorted({Path(path).parent.name for path in images})
-    as_emotions = _emotion_folder_names(
-        sets, vocabulary=emotion_vocabulary, aliases=emotion_aliases
-    )
+    as_emotions = _emotion_names(sets, vocabulary=emotion_vocabulary, aliases=emotion_aliases)
     if len(sets) > 1 and len(as_emotions) == len(sets):
         raise DatasetError(
             f"{dataset}: the set folders under {root} are emotion names ({sets[:8]}): this is "
@@ -529,26 +524,19 @@ def from_folder_sets(
             f"{dataset}: no image folder under {root} matches a {set_column} of {csv_path}"
         )
     if emotion_from == "filename":
-        stems = pd.Series([Path(path).stem for path in table["path"]], index=table.index)
-        try:
-            table["emotion"] = _normalize_emotions(
-                stems, vocabulary=emotion_vocabulary, aliases=emotion_aliases, source=root
-            )
-        except ValueError as error:
-            unknown = sorted(
-                set(stems)
-                - set(
-                    _emotion_folder_names(
-                        list(set(stems)), vocabulary=emotion_vocabulary, aliases=emotion_aliases
-                    )
-                )
-            )
+        stems = [Path(path).stem for path in table["path"]]
+        known = _emotion_names(
+            sorted(set(stems)), vocabulary=emotion_vocabulary, aliases=emotion_aliases
+        )
+        unknown = sorted(set(stems) - set(known))
+        if unknown:
             raise DatasetError(
                 f"{dataset}: datasets.{dataset}.emotion_from is filename, but the image names "
                 f"{unknown[:8]} under {root} are not emotions of {list(emotion_vocabulary)}. "
                 f"Map them with datasets.{dataset}.emotion_aliases (e.g. {{{unknown[0]!r}: "
                 "neutral}), or move other files out of the image folders."
-            ) from error
+            )
+        table["emotion"] = [known[stem] for stem in stems]
     table["image_id"] = table["path"].map(_image_id)
     groups = table["subject_id"].where(table["subject_id"].notna(), "set:" + table["set"])
     manifest = _finish(
@@ -640,7 +628,7 @@ def from_class_folders(
         outside += sum(
             1 for p in container.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
-        emotions = _emotion_folder_names(
+        emotions = _emotion_names(
             [p.name for p in folders], vocabulary=emotion_vocabulary, aliases=emotion_aliases
         )
         unknown = [p.name for p in folders if p.name not in emotions]

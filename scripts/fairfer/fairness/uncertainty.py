@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from fairfer.config_checks import attribute_names
 from fairfer.fairness.metrics import Groups, Runs, confusion_counts, figures, label_sources
 from fairfer.group_labels.correction import (
     LabelErrors,
@@ -463,7 +464,7 @@ def interval_inputs(
     metadata = schema_metadata(group_labels_path)
     # Only inferred attributes have posteriors; a dataset's own attributes are ground truth.
     columns = sorted(
-        {c for a in attributes for c in ([a] if isinstance(a, str) else a)}
+        set(attribute_names(attributes))
         & {key.removesuffix("_classes") for key in metadata if key.endswith("_classes")}
     )
     wanted = [f"{c}_{part}" for c in columns for part in ("source", "probabilities")]

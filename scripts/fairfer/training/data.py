@@ -240,3 +240,26 @@ def input_lookup(spec: ModelSpec, shards: list[Path]) -> pd.Series | None:
     if spec.input == "aligned":
         return read_aligned_crops(shards)
     return None
+
+
+def prediction_frame(
+    rows: pd.DataFrame,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    *,
+    extra_attributes: Sequence[str],
+    strategy: str,
+    model: str,
+    seed: int,
+) -> pd.DataFrame:
+    """One run's predictions of ``rows`` in the predictions schema's columns: the group labels
+    (:func:`group_columns`), the run keys, the true and predicted emotion and the posterior over
+    ``classes`` (the columns of ``probabilities``)."""
+    predictions = rows[["image_id", *group_columns(list(extra_attributes))]].copy()
+    predictions["strategy"] = strategy
+    predictions["model"] = model
+    predictions["seed"] = seed
+    predictions["y_true"] = rows["emotion"].to_numpy()
+    predictions["y_pred"] = np.asarray(classes)[probabilities.argmax(axis=1)]
+    predictions["probabilities"] = list(probabilities.astype(np.float32))
+    return predictions
