@@ -22,7 +22,7 @@ from fairfer.training.data import (
     model_inputs,
     prediction_frame,
 )
-from fairfer.training.models import ModelSpec, build_network
+from fairfer.training.models import VECTOR_INPUTS, ModelSpec, build_network
 from fairfer.training.trainer import Runtime, predict_proba
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def run(
     network = build_network(
         spec,
         n_classes=len(classes),
-        embedding_dim=x.shape[1] if spec.input == "embeddings" else 128,
+        embedding_dim=x.shape[1] if spec.input in VECTOR_INPUTS else 128,
     )
     network.load_state_dict(checkpoint["network"])
     runtime = Runtime(

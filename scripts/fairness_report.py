@@ -136,6 +136,8 @@ def report(
     settings: dict,
     audit: pd.DataFrame | None = None,
     audit_plot: Path | None = None,
+    modality_comparison: pd.DataFrame | None = None,
+    crowd_accuracy: pd.DataFrame | None = None,
 ) -> str:
     all_runs = list(dict.fromkeys(with_run_label(predictions)["run"]))
     predictions = first_seed(predictions)
@@ -197,6 +199,8 @@ def report(
             min_group_size=settings["min_group_size"],
         ),
         run_column="run",
+        modality_comparison=modality_comparison,
+        crowd_accuracy=crowd_accuracy,
     )
     page = build_report(inputs)
     leaks = external_references(page)
@@ -228,5 +232,10 @@ if __name__ == "__main__":
         settings=snakemake.params.settings,
         audit=pd.read_csv(snakemake.input.audit),
         audit_plot=Path(snakemake.input.audit_plot),
+        # An audio-visual dataset's modality comparison and crowd reference (else absent).
+        modality_comparison=next(
+            (pd.read_parquet(p) for p in snakemake.input.modality_comparison), None
+        ),
+        crowd_accuracy=next((pd.read_parquet(p) for p in snakemake.input.crowd_accuracy), None),
     )
     Path(snakemake.output.report).write_text(page, encoding="utf-8")

@@ -27,6 +27,7 @@ from fairfer.schemas import (
 from fairfer.training.data import (
     Encoding,
     Split,
+    clip_input_dims,
     dataset_classes,
     emotion_rows,
     input_lookup,
@@ -34,7 +35,7 @@ from fairfer.training.data import (
     model_inputs,
     prediction_frame,
 )
-from fairfer.training.models import ModelSpec, build_network
+from fairfer.training.models import VECTOR_INPUTS, ModelSpec, build_network
 from fairfer.training.strategies import AUGMENTATION_STRATEGIES, build_strategy
 from fairfer.training.trainer import (
     Runtime,
@@ -58,6 +59,16 @@ def augmented_pool(augmented_path: Path, rows: pd.DataFrame, attributes: list[st
     )
 
 
+def network_dims(spec: ModelSpec, inputs: dict[str, list[Path]], train_split: Split) -> dict:
+    """The input sizes build_network needs: a vector's length, fusion_net's two parts."""
+    if spec.input == "audiovisual":
+        visual_dim, audio_shape = clip_input_dims(inputs["model_inputs"][0])
+        return {"embedding_dim": visual_dim, "audio_shape": audio_shape}
+    if spec.input in VECTOR_INPUTS:
+        return {"embedding_dim": train_split.inputs.shape[1]}
+    return {}
+
+
 def fingerprint(*parts, paths: list[Path]) -> str:
     """Identity of a job's settings and inputs: a resume file from other ones is ignored."""
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
@@ -77,7 +88,10 @@ def run(
     checkpoint_path: Path,
     history_path: Path,
     predictions_path: Path,
+    valid_predictions_path: Path | None = None,
 ) -> pd.DataFrame:
+    """Train, select on valid, write the test predictions (and the valid split's, which
+    late fusion and post-processing fit on without touching test)."""
     spec = ModelSpec.from_config(model_params)
     rows = emotion_rows(inputs["manifest"][0], inputs["group_labels"][0])
     extra = extra_attributes_of(inputs["group_labels"][0])
@@ -140,11 +154,7 @@ def run(
     )
     make_deterministic(runtime.device)
     seed_everything(seed)
-    network = build_network(
-        spec,
-        n_classes=len(classes),
-        embedding_dim=train_split.inputs.shape[1] if spec.input == "embeddings" else 128,
-    )
+    network = build_network(spec, n_classes=len(classes), **network_dims(spec, inputs, train_split))
     objective = build_strategy(
         strategy,
         strategy_params,
@@ -185,6 +195,21 @@ def run(
         seed=seed,
     )
     write_parquet(predictions, predictions_path, predictions_schema(classes, extra))
+    if valid_predictions_path is not None:
+        valid_x, valid_frame = decoded["valid"]
+        write_parquet(
+            prediction_frame(
+                valid_frame,
+                predict_proba(network, valid_x, runtime=runtime),
+                classes,
+                extra_attributes=extra,
+                strategy=strategy,
+                model=model,
+                seed=seed,
+            ),
+            valid_predictions_path,
+            predictions_schema(classes, extra),
+        )
     accuracy = float((predictions["y_true"] == predictions["y_pred"]).mean())
     logger.info("%s: test accuracy %.4f", runtime.description, accuracy)
 
@@ -227,4 +252,5 @@ if __name__ == "__main__":
         checkpoint_path=Path(snakemake.output.checkpoint),
         history_path=Path(snakemake.output.history),
         predictions_path=Path(snakemake.output.predictions),
+        valid_predictions_path=Path(snakemake.output.valid_predictions),
     )

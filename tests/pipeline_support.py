@@ -97,3 +97,24 @@ def ci_training_runs(workdir: Path) -> int:
         for model in config["training"]["models"]
     )
     return len(config["training"]["strategies"]) * seeds
+
+
+def reuse_fairface(run: Path, workdir: Path, *, rendered: bool = False) -> None:
+    """Copy FairFace's ingest, alignment and embeddings (and, with ``rendered``, its copy
+    rendered like a generic dataset) from a finished run, with their timestamps."""
+    reused = [
+        "resources",
+        "results/manifests",
+        "results/aligned/fairface",
+        "results/embeddings/fairface",
+    ]
+    if rendered:
+        reused += ["results/aligned/fairface_domain", "results/embeddings/fairface_domain"]
+    for relative in reused:
+        shutil.copytree(run / relative, workdir / relative, dirs_exist_ok=True)
+    for stale in (workdir / "results/manifests").iterdir():
+        keep = stale.name.startswith("fairface") and (
+            rendered or not stale.name.startswith("fairface_domain")
+        )
+        if not keep:
+            stale.unlink()

@@ -263,3 +263,28 @@ def test_cross_dataset_evaluation_plans_tables_per_evaluation_dataset(workdir, t
     assert jobs["evaluation_comparison"] == ["dataset=rafdb"]
     _, output = dry_run(workdir, {"evaluation": {"datasets": ["ferplus"]}}, check=False)
     assert "evaluation.datasets lists the emotion dataset ferplus" in output
+
+
+def test_cremad_plans_every_modality_and_the_modality_comparison(workdir):
+    touch(
+        workdir / "data",
+        "crema-d/VideoDemographics.csv",
+        "crema-d/SentenceFilenames.csv",
+        "crema-d/VideoFlash/1001_IEO_NEU_XX.flv",
+    )
+    overlay = yaml.safe_load((ROOT / "config" / "cremad.yaml").read_text())
+    jobs, _ = dry_run(workdir, {**overlay, "training": {**overlay["training"], "seeds": [0]}})
+    assert {"ingest_cremad", "audio_features", "clip_inputs", "fuse_predictions"} <= set(jobs)
+    assert {"compare_modalities", "crowd_accuracy", "fairness_report"} <= set(jobs)
+    # The frames are a dataset of their own: aligned and embedded per shard.
+    assert any("dataset=cremad_frames" in w for w in jobs["align_faces"])
+    trained = {w.split("model=")[1].split(",")[0] for w in jobs["train_model"]}
+    assert trained == {"visual_mlp", "audio_cnn", "fusion_early"}
+    assert {w.split("model=")[1].split(",")[0] for w in jobs["fuse_predictions"]} == {"fusion_late"}
+    assert "gradcam_maps" not in jobs
+
+
+def test_image_models_on_cremad_are_one_paragraph(workdir):
+    _, output = dry_run(workdir, {"emotion_dataset": "cremad"}, check=False)
+    assert "config key training.models names ['compact_cnn', 'embedding_mlp']" in output
+    assert "Traceback" not in output

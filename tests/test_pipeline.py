@@ -23,7 +23,14 @@ import torch
 import yaml
 from dataset_fixtures import COUNTRIES
 from PIL import Image
-from pipeline_support import DATA, SNAKEMAKE, comparable_bytes, scratch_workflow, snakemake
+from pipeline_support import (
+    DATA,
+    SNAKEMAKE,
+    comparable_bytes,
+    reuse_fairface,
+    scratch_workflow,
+    snakemake,
+)
 
 from fairfer.schemas import ATTRIBUTE_CLASSES
 
@@ -102,27 +109,6 @@ def generic_run(tmp_path_factory, run) -> Path:
     )
     snakemake(workdir, "--configfile", "config/ci.yaml", "config/generic.yaml")
     return workdir
-
-
-def reuse_fairface(run: Path, workdir: Path, *, rendered: bool = False) -> None:
-    """Copy FairFace's ingest, alignment and embeddings (and, with ``rendered``, its copy
-    rendered like a generic dataset) from a finished run, with their timestamps."""
-    reused = [
-        "resources",
-        "results/manifests",
-        "results/aligned/fairface",
-        "results/embeddings/fairface",
-    ]
-    if rendered:
-        reused += ["results/aligned/fairface_domain", "results/embeddings/fairface_domain"]
-    for relative in reused:
-        shutil.copytree(run / relative, workdir / relative, dirs_exist_ok=True)
-    for stale in (workdir / "results/manifests").iterdir():
-        keep = stale.name.startswith("fairface") and (
-            rendered or not stale.name.startswith("fairface_domain")
-        )
-        if not keep:
-            stale.unlink()
 
 
 #: A user's own dataset in the layout of a published bias-aware FER project: emotions in the

@@ -11,7 +11,7 @@ from PIL import Image
 
 from fairfer.inference import has_native_bfloat16
 from fairfer.training.data import Encoding, Split, decode_images, model_inputs
-from fairfer.training.models import ARCHITECTURES, ModelSpec, build_network
+from fairfer.training.models import IMAGE_ARCHITECTURES, ModelSpec, build_network
 from fairfer.training.strategies import DynamicWeighting, Strategy
 from fairfer.training.trainer import (
     Runtime,
@@ -69,7 +69,7 @@ def fit(spec=SPEC, strategy=None, valid=None, seed=7, **options):
     )
 
 
-@pytest.mark.parametrize("architecture", [a for a in ARCHITECTURES if a != "embedding_mlp"])
+@pytest.mark.parametrize("architecture", IMAGE_ARCHITECTURES)
 @pytest.mark.parametrize(("source", "shape"), [("gray48", (1, 48, 48)), ("aligned", (3, 160, 160))])
 def test_image_models_map_gray48_and_rgb160_to_logits_and_representation(
     architecture, source, shape

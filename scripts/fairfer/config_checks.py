@@ -189,6 +189,84 @@ def extra_attributes(config: Mapping) -> list[str]:
     return list(dict.fromkeys(extra))
 
 
+#: Inputs each architecture other than the image networks reads (fairfer.training.models).
+ARCHITECTURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "embedding_mlp": ("embeddings", "clip_embeddings", "egemaps"),
+    "audio_cnn": ("logmel",),
+    "fusion_net": ("audiovisual",),
+    "late_fusion": ("posteriors",),
+}
+#: Model inputs that exist only for an audio-visual dataset's clips.
+CLIP_MODEL_INPUTS: tuple[str, ...] = (
+    "clip_embeddings",
+    "logmel",
+    "egemaps",
+    "audiovisual",
+    "posteriors",
+)
+AUDIOVISUAL_DATASETS: tuple[str, ...] = ("cremad",)
+#: Attributes beyond race, gender and age each emotion dataset has (generic: any column).
+DATASET_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "ferplus": (),
+    "rafdb": (),
+    "cremad": ("ethnicity",),
+}
+
+
+def _and_list(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+def audiovisual_problem(config: Mapping) -> str | None:
+    """Models that do not fit the emotion dataset's kind (images or clips), late-fusion
+    components and modality references that are not trained models."""
+    emotion = config["emotion_dataset"]
+    models = list(config["training"]["models"])
+    clip = [m for m in models if config["models"][m]["input"] in CLIP_MODEL_INPUTS]
+    audiovisual = emotion in AUDIOVISUAL_DATASETS
+    if audiovisual and len(clip) < len(models):
+        others = [m for m in models if m not in clip]
+        return (
+            f"config key training.models names {others} for the audio-visual dataset {emotion}, "
+            "whose samples are clips: use clip models (inputs clip_embeddings, logmel, egemaps, "
+            "audiovisual, posteriors), e.g. training.models: [visual_mlp, audio_cnn, "
+            "fusion_early, fusion_late] as config/cremad.yaml sets."
+        )
+    if not audiovisual and clip:
+        return (
+            f"config key training.models names the clip models {clip}, but emotion_dataset "
+            f"{emotion} has images, not clips; they need emotion_dataset cremad."
+        )
+    for name in models:
+        model = config["models"][name]
+        if model["input"] != "posteriors":
+            continue
+        components = list(model.get("components", []))
+        wrong = [
+            c for c in components
+            if c not in models or config["models"][c]["input"] == "posteriors"
+        ]  # fmt: skip
+        if wrong:
+            return (
+                f"config key models.{name}.components names {wrong}, which are not trained "
+                f"models of training.models ({models}); late fusion averages two of them."
+            )
+    if audiovisual:
+        missing = [m for m in config["audiovisual"]["references"] if m not in models]
+        if missing:
+            return (
+                f"config key audiovisual.references names {missing}, which are not in "
+                f"training.models ({models}); the modality comparison needs their predictions."
+            )
+        if config["evaluation"]["datasets"]:
+            return (
+                "config key evaluation.datasets is not supported with an audio-visual "
+                f"emotion dataset ({emotion}): its models read clips, the others' images. Set "
+                "it to []."
+            )
+    return None
+
+
 def run_problem(config: Mapping) -> str | None:
     """The first cross-key problem of a schema-valid configuration, in one paragraph."""
     strategies = list(config["training"]["strategies"])
@@ -220,18 +298,25 @@ def run_problem(config: Mapping) -> str | None:
         )
     for name in models:
         model = config["models"][name]
-        if (model["architecture"] == "embedding_mlp") != (model["input"] == "embeddings"):
-            return (
-                f"config key models.{name}: architecture embedding_mlp reads input embeddings, "
-                "and only it does; set architecture and input accordingly."
-            )
+        for architecture, inputs in ARCHITECTURE_INPUTS.items():
+            if (model["architecture"] == architecture) != (model["input"] in inputs):
+                return (
+                    f"config key models.{name}: architecture {architecture} reads input "
+                    f"{' or '.join(inputs)}, and only it does; set architecture and input "
+                    "accordingly."
+                )
+    problem = audiovisual_problem(config)
+    if problem:
+        return problem
     extra = extra_attributes(config)
-    if extra and emotion != "generic":
+    allowed = DATASET_ATTRIBUTES.get(emotion)
+    if extra and allowed is not None and set(extra) - set(allowed):
         return (
             f"config names the attributes {extra} (fairness.attributes, a strategy's groups or "
-            f"report.gradcam.attribute), but emotion_dataset {emotion} provides only race, "
-            "gender and age; other attributes are never invented. Remove them, or use a generic "
-            "dataset (emotion_dataset: generic) whose CSV has those columns."
+            f"report.gradcam.attribute), but emotion_dataset {emotion} provides only "
+            f"{_and_list(['race', 'gender', 'age', *allowed])}; other attributes are never "
+            "invented. Remove them, or use a generic dataset (emotion_dataset: generic) whose "
+            "CSV has those columns."
         )
     if emotion in config["evaluation"]["datasets"]:
         return (

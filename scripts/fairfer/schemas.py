@@ -251,6 +251,76 @@ AUGMENTED = pa.schema(
 )
 
 
+#: One row per clip of an audio-visual dataset whose video decoded (ingest_cremad): what the
+#: release says of it and which frames stand for it in the ``<dataset>_frames`` manifest.
+CLIPS = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("actor_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("sentence", pa.string(), nullable=False),
+        pa.field("intended_emotion", pa.string(), nullable=False),
+        pa.field("level", pa.string(), nullable=False),
+        pa.field("video_path", pa.string(), nullable=False),
+        # Null: no WAV file, the video's own audio track is used.
+        pa.field("audio_path", pa.string()),
+        # The crowd's majority votes (summaryTable.csv), e.g. "A" or "A:H" on a tie.
+        pa.field("voice_vote", pa.string()),
+        pa.field("face_vote", pa.string()),
+        pa.field("multimodal_vote", pa.string()),
+        pa.field("frames_decoded", pa.int32(), nullable=False),
+        pa.field("frame_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("frame_times", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+
+def audio_features_schema(n_mels: int, frames: int, *, egemaps: bool) -> pa.Schema:
+    """Schema of audio_features' output: one row per clip, its log-mel spectrogram
+    (``n_mels`` x ``frames``, row-major, float16 dB) and optionally its 88 eGeMAPS functionals;
+    ``status`` is ``ok`` or the reject reason (features null)."""
+    fields = [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        # wav (AudioWAV/) or video (the video's own track).
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("sample_rate_in", pa.int32()),
+        pa.field("duration_s", pa.float32()),
+        pa.field("logmel", pa.list_(pa.float16(), n_mels * frames)),
+    ]
+    if egemaps:
+        fields.append(pa.field("egemaps", pa.list_(pa.float32(), 88)))
+    metadata = {"n_mels": str(n_mels), "frames": str(frames), "egemaps": json.dumps(egemaps)}
+    return pa.schema(fields, metadata=metadata)
+
+
+def clip_inputs_schema(visual_dim: int, n_mels: int, frames: int, *, egemaps: bool) -> pa.Schema:
+    """Schema of clip_inputs' output: each clip's status across both modalities (``ok``, or the
+    first reason it cannot be used), its frame counts, and the inputs of the clip models: the
+    mean FaceNet embedding of the frames where a face was found, the log-mel spectrogram and,
+    optionally, the eGeMAPS functionals."""
+    fields = [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("frames", pa.int32(), nullable=False),
+        pa.field("faces", pa.int32(), nullable=False),
+        pa.field("visual", pa.list_(pa.float32(), visual_dim)),
+        pa.field("logmel", pa.list_(pa.float16(), n_mels * frames)),
+    ]
+    if egemaps:
+        fields.append(pa.field("egemaps", pa.list_(pa.float32(), 88)))
+    metadata = {
+        "visual_dim": str(visual_dim),
+        "n_mels": str(n_mels),
+        "frames": str(frames),
+        "egemaps": json.dumps(egemaps),
+    }
+    return pa.schema(fields, metadata=metadata)
+
+
 def predictions_schema(
     classes: Sequence[str] = EMOTIONS, extra_attributes: Sequence[str] = ()
 ) -> pa.Schema:
@@ -347,6 +417,7 @@ def publish_manifest(
     rejects_path: Path,
     batch_rows: int = 1024,
     extra_attributes: Sequence[str] = (),
+    prior_rejects: pd.DataFrame | None = None,
 ) -> dict:
     """Attach each image's bytes as stored and write the manifest, its rejects and a report.
 
@@ -360,6 +431,8 @@ def publish_manifest(
     ``rows_in = rows + sum(rejected.values())``. Bytes are read from
     ``image_root / source_path`` unless the adapter already encoded them (an ``image`` column,
     as for ``fer2013.csv`` whose pixels are not files); those are checked the same way.
+    ``prior_rejects`` (schema :data:`INGEST_REJECTS`) are rows the adapter rejected before
+    (a clip whose video does not decode): they join the rejects and count in ``rows_in``.
     """
     encoded = "image" in manifest
     duplicate = manifest["image_id"].duplicated(keep="first").to_numpy()
@@ -399,11 +472,14 @@ def publish_manifest(
     schema = manifest_schema(extra_attributes)
     write_parquet(batches(), manifest_path, schema)
     rejected = pd.DataFrame(rejects, columns=INGEST_REJECTS.names)
+    if prior_rejects is not None and len(prior_rejects):
+        rejected = pd.concat([prior_rejects[INGEST_REJECTS.names], rejected], ignore_index=True)
     write_parquet(rejected, rejects_path, INGEST_REJECTS)
+    rows_in = len(manifest) + (0 if prior_rejects is None else len(prior_rejects))
     report = {
         **report,
-        "rows_in": len(manifest),
-        "rows": len(manifest) - len(rejected),
+        "rows_in": rows_in,
+        "rows": rows_in - len(rejected),
         "rejected": rejected["reason"].value_counts().sort_index().to_dict(),
         "rows_by_split": dict(sorted(kept["split"].items())),
         "label_status": dict(sorted(kept["label_status"].items())),
@@ -412,9 +488,9 @@ def publish_manifest(
         logger.warning(
             "%d of %d rows rejected at ingest (%s), e.g. %s",
             len(rejected),
-            len(manifest),
+            rows_in,
             report["rejected"],
-            rejects[0],
+            rejected.iloc[0].to_dict(),
         )
     Path(report_path).write_text(json.dumps(report, indent=2, default=int) + "\n")
     return report

@@ -47,8 +47,15 @@ FIT_ON = config["race_matching"]["fit_on"]
 DOMAIN_SPLITS = ["valid"] if FIT_ON == "clean" else ["train", "valid"]
 # Other emotion datasets every trained model is also evaluated on (evaluation.smk).
 EVALUATION_DATASETS = list(config["evaluation"]["datasets"])
+# Audio-visual emotion datasets (audiovisual.smk): their manifest has one row per clip, and
+# the frames sampled from each clip's video form a dataset of their own, aligned and embedded
+# like any other.
+AUDIOVISUAL_DATASETS = ["cremad"]
+AUDIOVISUAL = EMOTION_DATASET in AUDIOVISUAL_DATASETS
+FRAMES_DATASET = f"{EMOTION_DATASET}_frames"
 DATASETS = [
     EMOTION_DATASET,
+    *([FRAMES_DATASET] if AUDIOVISUAL else []),
     "fairface",
     DOMAIN_DATASET,
     *EXTERNAL_REFERENCES,
@@ -89,7 +96,13 @@ RUNS = [
     for seed in model_seeds(m)
 ]
 # Models with a spatial input, which Grad-CAM can explain.
-IMAGE_MODELS = [m for m in MODELS if config["models"][m]["input"] != "embeddings"]
+IMAGE_MODELS = [m for m in MODELS if config["models"][m]["input"] in ("gray48", "aligned")]
+# Late fusion models average two trained models' posteriors (fuse_predictions); the others
+# are trained (train_model).
+LATE_FUSION_MODELS = [m for m in MODELS if config["models"][m]["input"] == "posteriors"]
+TRAINED_MODELS = [m for m in MODELS if m not in LATE_FUSION_MODELS]
+# Models reading clip_inputs' output (an audio-visual dataset's clips).
+CLIP_INPUTS = ("clip_embeddings", "logmel", "egemaps", "audiovisual")
 # Grad-CAM grids: every strategy of each image model, at that model's first seed.
 GRADCAM_RUNS = [
     run
@@ -148,8 +161,12 @@ def dataset_config(wildcards):
 
 
 def alignment_params(wildcards):
-    # The rendered FairFace is aligned exactly as the dataset it imitates.
-    dataset = EMOTION_DATASET if wildcards.dataset == DOMAIN_DATASET else wildcards.dataset
+    # The rendered FairFace, and a clip dataset's frames, are aligned as the emotion dataset.
+    dataset = (
+        EMOTION_DATASET
+        if wildcards.dataset in (DOMAIN_DATASET, FRAMES_DATASET)
+        else wildcards.dataset
+    )
     return {**config["alignment"]["common"], **config["alignment"][dataset]}
 
 
@@ -205,8 +222,10 @@ def model_params(wildcards):
 
 
 def face_inputs(model, dataset):
-    """The aligned crops or embeddings a model reads (none for gray48 images)."""
+    """The aligned crops, embeddings or clip inputs a model reads (none for gray48 images)."""
     source = config["models"][model]["input"]
+    if source in CLIP_INPUTS:
+        return [f"results/clips/{dataset}/inputs.parquet"]
     if source == "embeddings":
         return shard_files(EMBEDDED_SHARD, dataset)
     if source == "aligned":
@@ -243,6 +262,23 @@ GRADCAM_MAP = "results/report/gradcam/{model}/{strategy}/seed-{seed}.png"
 FAIRNESS_TABLE = "results/fairness/{{model}}/{{strategy}}/seed-{{seed}}/{table}.parquet"
 
 
+def fusion_components(kind):
+    """Input function: the two component models' predictions of the same strategy and seed."""
+
+    def files(wildcards):
+        pattern = (
+            PREDICTIONS
+            if kind == "test"
+            else "results/models/{model}/{strategy}/seed-{seed}/valid_predictions.parquet"
+        )
+        return [
+            pattern.format(model=m, strategy=wildcards.strategy, seed=wildcards.seed)
+            for m in config["models"][wildcards.model]["components"]
+        ]
+
+    return files
+
+
 def training_memory_mb(wildcards):
     """Decoded inputs dominate: aligned RGB crops take far more than 48x48 gray images."""
     model = config["models"][wildcards.model]
@@ -275,7 +311,15 @@ def all_outputs():
         "results/group_labels/composition.png",
         "results/audit/bias_metrics.csv",
         "results/faces/alignment_report.csv",
-    ] + [
+    ] + (
+        [
+            "results/fairness/modality_comparison.md",
+            "results/fairness/crowd_accuracy.md",
+            f"results/clips/{EMOTION_DATASET}/report.json",
+        ]
+        if AUDIOVISUAL
+        else []
+    ) + [
         path
         for dataset in EVALUATION_DATASETS
         for path in [

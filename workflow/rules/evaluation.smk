@@ -23,7 +23,7 @@ rule evaluate_model:
         "logs/benchmarks/evaluate_model/{dataset}/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
         dataset="|".join(EVALUATION_DATASETS) or "(?!)",
-        model="|".join(MODELS),
+        model="|".join(TRAINED_MODELS),
         strategy="|".join(STRATEGIES),
         seed=r"\d+",
     threads: config["training"]["threads"]

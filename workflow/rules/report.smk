@@ -40,6 +40,10 @@ rule fairness_report:
         audit=rules.audit_dataset.output.metrics,
         audit_plot=rules.audit_dataset.output.plot,
         gradcam=[GRADCAM_MAP.format(**run) for run in GRADCAM_RUNS],
+        modality_comparison=(
+            ["results/fairness/modality_comparison.parquet"] if AUDIOVISUAL else []
+        ),
+        crowd_accuracy=["results/fairness/crowd_accuracy.parquet"] if AUDIOVISUAL else [],
         modules=package_modules("fairness_report"),
     output:
         report="results/report/fairness_report.html",

@@ -33,6 +33,8 @@ rule train_model:
         checkpoint="results/models/{model}/{strategy}/seed-{seed}/model.pt",
         history="results/models/{model}/{strategy}/seed-{seed}/history.csv",
         predictions=PREDICTIONS,
+        # The validation split's posteriors: what late fusion is fitted on.
+        valid_predictions="results/models/{model}/{strategy}/seed-{seed}/valid_predictions.parquet",
     params:
         model=model_params,
         strategy=strategy_params,
@@ -44,7 +46,7 @@ rule train_model:
     benchmark:
         "logs/benchmarks/train_model/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
-        model="|".join(MODELS),
+        model="|".join(TRAINED_MODELS),
         strategy="|".join(STRATEGIES),
         seed=r"\d+",
     threads: config["training"]["threads"]

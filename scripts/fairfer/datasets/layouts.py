@@ -30,6 +30,8 @@ EXPECTED_LAYOUTS = {
     "optionally under split folders train/, val/, test/",
     "utkface": "UTKFace images named [age]_[gender]_[race]_[date&time].jpg (or .jpg.chip.jpg), "
     "e.g. the folder UTKFace/ of the aligned-and-cropped release",
+    "cremad": "the CREMA-D release folder: VideoDemographics.csv, SentenceFilenames.csv, "
+    "processedResults/summaryTable.csv, VideoFlash/<clip>.flv and AudioWAV/<clip>.wav",
     "fairface": "the official FairFace zip (fairface-img-margin025-trainval.zip or "
     "fairface-img-margin125-trainval.zip, both with train/ and val/ at the top)",
     "fairface_labels": "the official fairface_label_train.csv / fairface_label_val.csv",
@@ -40,6 +42,8 @@ OBTAIN = {
     "github.com/microsoft/FERPlus",
     "rafdb": "RAF-DB is released on request by its authors (whdeng.cn/raf); the Kaggle "
     "re-packaging kaggle://shuvoalok/raf-db-dataset also works as a source",
+    "cremad": "github.com/CheyneyComputerScience/CREMA-D (git lfs clone; or the GitLab mirror "
+    "gitlab.com/cs-cooper-lab/crema-d-mirror)",
     "utkface": "susanqq.github.io/UTKFace (UTKFace.tar.gz), or Kaggle copies such as "
     "kaggle://jangedoo/utkface-new with archive_root UTKFace",
 }
@@ -82,6 +86,8 @@ def required_files(config: Mapping, dataset: str) -> list[tuple[str, ...]]:
             return []
         key = "manifest_csv" if settings["format"] == "csv" else "metadata_csv"
         return [(settings[key],)]
+    if dataset == "cremad":
+        return [("VideoDemographics.csv",), ("SentenceFilenames.csv",), ("VideoFlash",)]
     return []
 
 

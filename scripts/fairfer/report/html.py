@@ -99,6 +99,12 @@ class ReportInputs:
         Definitions shown at the end (term -> explanation).
     run_column : str
         Column naming a run in the tables (``strategy``; a combined key with models/seeds).
+    modality_comparison : pandas.DataFrame, optional
+        An audio-visual dataset's ``over_seeds`` modality comparison
+        (:func:`fairfer.audiovisual.modalities.compare_modalities`).
+    crowd_accuracy : pandas.DataFrame, optional
+        The crowd's recognition per modality and group
+        (:func:`fairfer.audiovisual.modalities.crowd_accuracy`).
     """
 
     title: str
@@ -118,6 +124,8 @@ class ReportInputs:
     audit_figures: list[Figure] = field(default_factory=list)
     methods: Mapping[str, str] = field(default_factory=dict)
     run_column: str = "strategy"
+    modality_comparison: pd.DataFrame | None = None
+    crowd_accuracy: pd.DataFrame | None = None
 
 
 def build_report(inputs: ReportInputs) -> str:
@@ -125,6 +133,11 @@ def build_report(inputs: ReportInputs) -> str:
     attributes = list(dict.fromkeys(inputs.summary["attribute"]))
     sections = [
         ("headline", "Headline comparison", _headline(inputs, attributes)),
+        *(
+            [("modalities", "Modality comparison", _modality_section(inputs))]
+            if inputs.modality_comparison is not None
+            else []
+        ),
         *[
             (f"attribute-{i}", f"By {attribute}", _attribute_section(inputs, attribute))
             for i, attribute in enumerate(attributes)
@@ -250,32 +263,110 @@ def _headline(inputs: ReportInputs, attributes: Sequence[str]) -> str:
     run_keys = [c for c in ("model", "strategy") if c in comparison.columns]
     for attribute in attributes:
         table = comparison[comparison["attribute"] == attribute]
-        rows, cell_classes = [], []
-        for keys, run in table.groupby(run_keys, sort=False):
-            by_metric = run.set_index("metric")
-            label = " / ".join(map(str, keys if isinstance(keys, tuple) else (keys,)))
-            cells, classes = [_text(label)], [""]
-            for metric in HEADLINE_METRICS:
-                if metric not in by_metric.index:
-                    cells.append("–")
-                    classes.append("")
-                    continue
-                row = by_metric.loc[metric]
-                text = _text(_with_interval(_row_with(row, "estimate"), "estimate"))
-                verdict = row["verdict"]
-                if verdict != "baseline":
-                    delta = _with_interval(_row_with(row, "delta"), "delta")
-                    text += f"<span class='delta'>Δ {_text(delta)}</span>"
-                cells.append(text)
-                classes.append(verdict if verdict in ("better", "worse") else "")
-            rows.append(cells)
-            cell_classes.append(classes)
-        header = [" / ".join(run_keys), *[m.replace("_", " ") for m in HEADLINE_METRICS]]
         parts.append(
             f"<h3>{_text(attribute)}{_source_badge(inputs.summary, attribute)}</h3>"
-            + _table(header, rows, cell_classes=cell_classes)
+            + _metric_grid(table, run_keys)
         )
     parts.append(_figures(inputs.headline_figures))
+    return "".join(parts)
+
+
+def _metric_grid(table: pd.DataFrame, run_keys: Sequence[str]) -> str:
+    """One row per run of a comparison table, one cell per headline metric: the figure with
+    its interval and, unless the run is the reference, the paired change."""
+    rows, cell_classes = [], []
+    for keys, run in table.groupby(list(run_keys), sort=False):
+        by_metric = run.set_index("metric")
+        label = " / ".join(map(str, keys if isinstance(keys, tuple) else (keys,)))
+        cells, classes = [_text(label)], [""]
+        for metric in HEADLINE_METRICS:
+            if metric not in by_metric.index:
+                cells.append("–")
+                classes.append("")
+                continue
+            row = by_metric.loc[metric]
+            text = _text(_with_interval(_row_with(row, "estimate"), "estimate"))
+            verdict = row["verdict"]
+            if verdict != "baseline":
+                delta = _with_interval(_row_with(row, "delta"), "delta")
+                text += f"<span class='delta'>Δ {_text(delta)}</span>"
+            cells.append(text)
+            classes.append(verdict if verdict in ("better", "worse") else "")
+        rows.append(cells)
+        cell_classes.append(classes)
+    header = [" / ".join(run_keys), *[m.replace("_", " ") for m in HEADLINE_METRICS]]
+    return _table(header, rows, cell_classes=cell_classes)
+
+
+def _recognition(record: Mapping[str, object]) -> str:
+    low, high = record["recognition_ci_low"], record["recognition_ci_high"]
+    return _text(f"{_number(record['recognition'])} [{_number(low)}, {_number(high)}]")
+
+
+def _modality_section(inputs: ReportInputs) -> str:
+    comparison = inputs.modality_comparison
+    parts = [
+        "<p class='note'>Every clip model against each reference modality, within the same "
+        "strategy and seed, on the same test clips: the figure with its interval and the change "
+        "(model minus reference) with the interval of a paired bootstrap. Green: the model is "
+        "better than the reference beyond sampling noise (a smaller gap, a higher accuracy); "
+        "red: worse.</p>"
+    ]
+    for attribute in dict.fromkeys(comparison["attribute"]):
+        table = comparison[comparison["attribute"] == attribute]
+        parts.append(
+            f"<h3>{_text(attribute)}</h3>"
+            + _metric_grid(table, ["strategy", "modality", "reference"])
+        )
+    crowd = inputs.crowd_accuracy
+    if crowd is not None and not crowd.empty:
+        parts.append(
+            "<h3>The crowd's own accuracy (human reference)</h3><p class='note'>How often the "
+            "majority vote of CREMA-D's raters named the intended emotion when they heard the "
+            "voice alone (audio), saw the face alone (visual) or both (summaryTable.csv; a tie "
+            "of k emotions counts 1/k), over every rated clip of the release and over this "
+            "run's test clips; intervals from a bootstrap over actors. gap: the largest minus "
+            "the smallest group among groups of enough clips and at least three actors. "
+            "Published: the mean share of individual raters recognising it (Cao et al. 2014), "
+            "lower than a majority vote's.</p>"
+        )
+        rows = []
+        for record in crowd.to_dict("records"):
+            if record["group"] not in ("all", "gap"):
+                continue
+            extremes = (
+                f" ({_text(record['highest'])} − {_text(record['lowest'])})"
+                if record["group"] == "gap"
+                else ""
+            )
+            rows.append(
+                [
+                    _text(record["scope"]),
+                    _text(record["modality"]),
+                    _text(record["attribute"]),
+                    _text(record["group"]) + extremes,
+                    _number(record["clips"]),
+                    _number(record["actors"]),
+                    _recognition(record),
+                    _number(record["published_rater_accuracy"]),
+                ]
+            )
+        header = ["scope", "modality", "attribute", "group", "clips", "actors", "recognition",
+                  "published"]  # fmt: skip
+        parts.append(_table(header, rows, text_columns=(0, 1, 2, 3)))
+        groups = crowd[~crowd["group"].isin(["all", "gap"])]
+        detail = [
+            [
+                _text(r["scope"]), _text(r["modality"]), _text(r["attribute"]), _text(r["group"]),
+                _number(r["clips"]), _number(r["actors"]), _recognition(r),
+            ]
+            for r in groups.to_dict("records")
+        ]  # fmt: skip
+        parts.append(
+            "<details><summary>Every group</summary>"
+            + _table(header[:-1], detail, text_columns=(0, 1, 2, 3))
+            + "</details>"
+        )
     return "".join(parts)
 
 

@@ -8,6 +8,7 @@ Images are decoded once per job into one uint8 tensor, so an epoch costs no deco
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from fairfer.schemas import (
     MANIFEST,
     extra_attributes_of,
     read_checked,
+    schema_metadata,
 )
-from fairfer.training.models import ModelSpec
+from fairfer.training.models import CLIP_INPUTS, ModelSpec
 
 #: Code of an unknown attribute value.
 UNKNOWN = -1
@@ -203,9 +205,11 @@ def model_inputs(
     found = rows["input_id"].map(lookup)
     kept = rows[found.notna().to_numpy()]
     found = found.dropna()
-    if source == "embeddings":
+    if source in ("embeddings", *CLIP_INPUTS):
         matrix = np.stack(found.to_numpy()) if len(found) else np.zeros((0, 128), np.float32)
-        return torch.from_numpy(matrix.astype(np.float32)), kept
+        tensor = torch.from_numpy(matrix.astype(np.float32))
+        # A spectrogram is a one-channel image to the audio network.
+        return (tensor.unsqueeze(1) if source == "logmel" else tensor), kept
     return decode_images(found.tolist(), size=size, channels=3), kept
 
 
@@ -232,9 +236,43 @@ def emotion_rows(manifest_path: Path, group_labels_path: Path | None) -> pd.Data
     return manifest.merge(labels, on="image_id", how="left", validate="one_to_one")
 
 
+def read_clip_inputs(path: Path, source: str) -> pd.Series:
+    """One clip-model input per usable clip of clip_inputs' output, keyed by clip id: the
+    pooled embedding, the (mels, frames) spectrogram, the eGeMAPS functionals, or the
+    embedding and the flattened spectrogram concatenated (``audiovisual``)."""
+    metadata = schema_metadata(path)
+    shape = (int(metadata["n_mels"]), int(metadata["frames"]))
+    columns = {
+        "clip_embeddings": ["visual"],
+        "logmel": ["logmel"],
+        "egemaps": ["egemaps"],
+        "audiovisual": ["visual", "logmel"],
+    }[source]
+    if source == "egemaps" and not json.loads(metadata["egemaps"]):
+        raise ValueError(
+            "a model reads egemaps but audio.egemaps is false: set it to true (or give the "
+            "model input logmel)"
+        )
+    table = pq.read_table(path, columns=["image_id", "status", *columns]).to_pandas()
+    table = table[table["status"] == "ok"]
+    parts = [np.stack(table[column].to_numpy()).astype(np.float32) for column in columns]
+    if source == "logmel":
+        parts = [parts[0].reshape(len(table), *shape)]
+    vectors = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return pd.Series(list(vectors), index=table["image_id"].to_list(), dtype=object)
+
+
+def clip_input_dims(path: Path) -> tuple[int, tuple[int, int]]:
+    """Length of the pooled embedding and (mels, frames) of the spectrogram of clip inputs."""
+    metadata = schema_metadata(path)
+    return int(metadata["visual_dim"]), (int(metadata["n_mels"]), int(metadata["frames"]))
+
+
 def input_lookup(spec: ModelSpec, shards: list[Path]) -> pd.Series | None:
-    """Embeddings or aligned crops keyed by image id, as the model reads them (None: the
-    manifest's own images)."""
+    """Embeddings, aligned crops or clip inputs keyed by image id, as the model reads them
+    (None: the manifest's own images)."""
+    if spec.input in CLIP_INPUTS:
+        return read_clip_inputs(shards[0], spec.input)
     if spec.input == "embeddings":
         return read_embeddings(shards)
     if spec.input == "aligned":

@@ -26,10 +26,43 @@ ARCHITECTURES: tuple[str, ...] = (
     "mobilenet_v3_small",
     "mobilenet_v3_large",
     "embedding_mlp",
+    "audio_cnn",
+    "fusion_net",
+    "late_fusion",
 )
 #: What a model reads: the dataset's own images as 48x48 grayscale, the aligned RGB crops, or
-#: the FaceNet embeddings of those crops.
-INPUTS: tuple[str, ...] = ("gray48", "aligned", "embeddings")
+#: the FaceNet embeddings of those crops; for an audio-visual dataset's clips
+#: (fairfer.audiovisual.clips): the mean FaceNet embedding of the frames (clip_embeddings), the
+#: voice's log-mel spectrogram (logmel) or eGeMAPS functionals (egemaps), both concatenated
+#: (audiovisual, early fusion), or two trained models' posteriors (late fusion).
+INPUTS: tuple[str, ...] = (
+    "gray48",
+    "aligned",
+    "embeddings",
+    "clip_embeddings",
+    "logmel",
+    "egemaps",
+    "audiovisual",
+    "posteriors",
+)
+#: Architectures that read images (gray48 or aligned).
+IMAGE_ARCHITECTURES: tuple[str, ...] = (
+    "compact_cnn",
+    "resnet18",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+)
+#: Inputs that are vectors, read by embedding_mlp.
+VECTOR_INPUTS: tuple[str, ...] = ("embeddings", "clip_embeddings", "egemaps")
+#: Inputs of an audio-visual dataset's clips (clip_inputs' output).
+CLIP_INPUTS: tuple[str, ...] = ("clip_embeddings", "logmel", "egemaps", "audiovisual")
+#: The one input each architecture other than the image networks reads.
+_ARCHITECTURE_INPUTS = {
+    "embedding_mlp": VECTOR_INPUTS,
+    "audio_cnn": ("logmel",),
+    "fusion_net": ("audiovisual",),
+    "late_fusion": ("posteriors",),
+}
 # Inputs smaller than this keep full resolution in the first stage of the torchvision models
 # (3x3 stride-1 stem, no max-pool), as CIFAR-style ResNets do; larger ones keep ImageNet's stem.
 SMALL_INPUT_SIDE = 96
@@ -58,6 +91,13 @@ class ModelSpec:
     gradient_clip: float | None = None
     early_stopping_patience: int | None = None
     augment: bool = True
+    #: late_fusion: the two trained models whose posteriors are averaged, and the grid step of
+    #: the weight chosen on the validation split.
+    components: tuple[str, ...] = ()
+    weight_step: float = 0.05
+    #: fusion_net: share of training clips with one modality's representation zeroed (half
+    #: each), so neither branch can carry the other (ModDrop, Neverova et al. 2015).
+    modality_dropout: float = 0.0
 
     @classmethod
     def from_config(cls, config: dict) -> ModelSpec:
@@ -65,15 +105,19 @@ class ModelSpec:
         unknown = sorted(set(config) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown model settings {unknown}")
-        if "freeze" in known:
-            known["freeze"] = tuple(known["freeze"])
+        for key in ("freeze", "components"):
+            if key in known:
+                known[key] = tuple(known[key])
         spec = cls(**known)
         if spec.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture {spec.architecture!r} is not one of {ARCHITECTURES}")
         if spec.input not in INPUTS:
             raise ValueError(f"input {spec.input!r} is not one of {INPUTS}")
-        if (spec.architecture == "embedding_mlp") != (spec.input == "embeddings"):
-            raise ValueError("embedding_mlp reads embeddings, and only it does")
+        for architecture, inputs in _ARCHITECTURE_INPUTS.items():
+            if (spec.architecture == architecture) != (spec.input in inputs):
+                raise ValueError(f"{architecture} reads {' or '.join(inputs)}, and only it does")
+        if spec.architecture == "late_fusion" and len(spec.components) != 2:
+            raise ValueError("late_fusion needs two components (the models it fuses)")
         return spec
 
     @property
@@ -180,6 +224,64 @@ def embedding_mlp(dimension: int, hidden: int, dropout: float) -> nn.Sequential:
     )
 
 
+def audio_cnn(width: int) -> nn.Sequential:
+    """Four conv stages over a (1, mels, frames) log-mel spectrogram, then global pooling.
+
+    The first batch norm standardises the dB values, so the network sees the same scale
+    whatever the recording level.
+    """
+
+    def stage(inputs: int, outputs: int, pool: bool) -> list[nn.Module]:
+        layers = [
+            nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+            nn.BatchNorm2d(outputs),
+            nn.ReLU(inplace=True),
+        ]
+        return [*layers, nn.MaxPool2d(2)] if pool else layers
+
+    return nn.Sequential(
+        nn.BatchNorm2d(1),
+        *stage(1, width, True),
+        *stage(width, 2 * width, True),
+        *stage(2 * width, 4 * width, True),
+        *stage(4 * width, 8 * width, False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+class FusionTrunk(nn.Module):
+    """Early fusion: the clip embedding through embedding_mlp and the log-mel spectrogram
+    through audio_cnn, their representations concatenated.
+
+    The input is one flat vector per clip, ``[visual (visual_dim) | log-mel (mels x frames)]``,
+    so that every strategy trains it like any other network. In training, ``modality_dropout``
+    of the clips have one branch's representation zeroed (visual or audio, equally often):
+    without it, the branch that fits the training clips first (often the visual one, which
+    can memorise identities) starves the other.
+    """
+
+    def __init__(
+        self, *, visual_dim: int, audio_shape: tuple[int, int], hidden: int, width: int,
+        dropout: float, modality_dropout: float = 0.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.visual_dim = visual_dim
+        self.audio_shape = tuple(audio_shape)
+        self.visual = embedding_mlp(visual_dim, hidden, dropout)
+        self.audio = audio_cnn(width)
+        self.modality_dropout = modality_dropout
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        visual = self.visual(inputs[:, : self.visual_dim])
+        audio = self.audio(inputs[:, self.visual_dim :].reshape(-1, 1, *self.audio_shape))
+        if self.training and self.modality_dropout > 0:
+            draw = torch.rand(len(inputs), 1, device=inputs.device)
+            visual = visual * (draw >= self.modality_dropout / 2)
+            audio = audio * ((draw < self.modality_dropout / 2) | (draw >= self.modality_dropout))
+        return torch.cat([visual, audio], dim=1)
+
+
 def adapt_first_conv(conv: nn.Conv2d, *, channels: int, small_input: bool) -> nn.Conv2d:
     """The first convolution for ``channels`` inputs; small inputs get a 3x3 stride-1 kernel.
 
@@ -243,11 +345,37 @@ def load_pretrained(spec: ModelSpec) -> tuple[str | None, Path | None]:
     return None, path
 
 
-def build_network(spec: ModelSpec, *, n_classes: int, embedding_dim: int = 128) -> Network:
-    """The network of ``spec`` for ``n_classes`` emotions, with weights loaded if configured."""
+def build_network(
+    spec: ModelSpec,
+    *,
+    n_classes: int,
+    embedding_dim: int = 128,
+    audio_shape: tuple[int, int] | None = None,
+) -> Network:
+    """The network of ``spec`` for ``n_classes`` emotions, with weights loaded if configured.
+
+    ``embedding_dim`` is the length of a vector input (for fusion_net: of its visual part),
+    ``audio_shape`` the (mels, frames) of fusion_net's spectrogram part.
+    """
+    if spec.architecture == "late_fusion":
+        raise ValueError("late_fusion has no network: rule fuse_predictions averages posteriors")
     tv_weights, state_path = load_pretrained(spec)
     if spec.architecture == "embedding_mlp":
         trunk, dimension = embedding_mlp(embedding_dim, spec.hidden, spec.dropout), spec.hidden
+    elif spec.architecture == "audio_cnn":
+        trunk, dimension = audio_cnn(spec.width), 8 * spec.width
+    elif spec.architecture == "fusion_net":
+        if audio_shape is None:
+            raise ValueError("fusion_net needs the spectrogram's shape (audio_shape)")
+        trunk = FusionTrunk(
+            visual_dim=embedding_dim,
+            audio_shape=audio_shape,
+            hidden=spec.hidden,
+            width=spec.width,
+            dropout=spec.dropout,
+            modality_dropout=spec.modality_dropout,
+        )
+        dimension = spec.hidden + 8 * spec.width
     elif spec.architecture == "compact_cnn":
         trunk, dimension = compact_cnn(spec.width, spec.channels), 8 * spec.width
     else:
@@ -259,7 +387,7 @@ def build_network(spec: ModelSpec, *, n_classes: int, embedding_dim: int = 128) 
         logger.info(
             "loaded %s: %d missing, %d unexpected keys", state_path, len(missing), len(unexpected)
         )
-    if spec.input == "embeddings":
+    if spec.input not in ("gray48", "aligned"):
         mean = std = None
     elif tv_weights is not None:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
