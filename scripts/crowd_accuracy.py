@@ -1,12 +1,13 @@
 """The crowd's own accuracy per actor group and modality: how often CREMA-D's raters'
 majority vote (voice alone, face alone, both) named the intended emotion, over every rated
-clip of the release and over this run's test clips; the human reference of the modality
-comparison."""
+clip of the release and over the test clips this run's models are scored on; the human
+reference of the modality comparison."""
 
 import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from fairfer.audiovisual.modalities import crowd_accuracy, release_clips
 from fairfer.fairness.metrics import write_table
@@ -19,6 +20,7 @@ def run(
     root: Path,
     clips_path: Path,
     manifest_path: Path,
+    inputs_path: Path,
     *,
     attributes: list,
     uncertainty: dict,
@@ -31,9 +33,14 @@ def run(
     clips = read_checked(clips_path, CLIPS, None).to_pandas()
     extra = extra_attributes_of(manifest_path)
     manifest = read_checked(
-        manifest_path, MANIFEST, ["image_id", "race", "gender", "age", *extra]
+        manifest_path, MANIFEST, ["image_id", "label_status", "race", "gender", "age", *extra]
     ).to_pandas()
-    test = clips[clips["split"] == "test"].merge(
+    # The test clips the models are scored on: labelled, and usable in both modalities.
+    usable = pq.read_table(inputs_path, columns=["image_id", "status"]).to_pandas()
+    scored = set(usable.loc[usable["status"] == "ok", "image_id"]) & set(
+        manifest.loc[manifest["label_status"] == "ok", "image_id"]
+    )
+    test = clips[(clips["split"] == "test") & clips["clip_id"].isin(scored)].merge(
         manifest, left_on="clip_id", right_on="image_id", validate="one_to_one"
     )
     settings = {
@@ -60,6 +67,7 @@ if __name__ == "__main__":
         Path(snakemake.params.root),
         Path(snakemake.input.clips),
         Path(snakemake.input.manifest),
+        Path(snakemake.input.inputs),
         attributes=snakemake.params.attributes,
         uncertainty=snakemake.params.uncertainty,
         seed=snakemake.params.seed,

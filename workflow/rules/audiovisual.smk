@@ -158,6 +158,7 @@ rule crowd_accuracy:
         root=dataset_folder("cremad"),
         clips="results/clips/cremad/clips.parquet",
         manifest="results/manifests/cremad.parquet",
+        inputs="results/clips/cremad/inputs.parquet",
         modules=package_modules("crowd_accuracy"),
     output:
         table=multiext("results/fairness/crowd_accuracy", ".parquet", ".csv", ".md"),
