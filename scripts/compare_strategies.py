@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.fairness.metrics import RUN_KEYS, write_table
+from fairfer.fairness.metrics import RUN_KEYS, as_columns, attribute_label, write_table
 from fairfer.fairness.tables import HEADLINE_METRICS, compare_runs, with_interval_text
 from fairfer.fairness.uncertainty import interval_inputs, label_accuracies
 from fairfer.group_labels.correction import label_errors, used_evaluation
@@ -54,13 +54,15 @@ def compare(
     baseline: str,
     correction: dict,
     min_group_size: int,
+    postprocess: dict | None = None,
 ) -> dict[str, pd.DataFrame]:
     predictions = pd.concat(
         [pq.read_table(path).to_pandas() for path in prediction_paths], ignore_index=True
     )
+    notes = strategy_notes(predictions, postprocess or {})
     classes = json.loads(schema_metadata(prediction_paths[0])["classes"])
     _, posteriors = interval_inputs(uncertainty, group_labels_path, attributes)
-    return compare_runs(
+    tables = compare_runs(
         predictions,
         attributes=attributes,
         classes=classes,
@@ -74,6 +76,30 @@ def compare(
         corrections=label_errors(classifier_report, **correction),
         min_group_size=min_group_size,
     )
+    for table in tables.values():
+        table["strategy_note"] = table["strategy"].map(notes)
+    return tables
+
+
+def strategy_notes(predictions: pd.DataFrame, postprocess: dict) -> dict[str, str]:
+    """What a post-processing strategy did, for the tables: whose predictions, which groups it
+    read at prediction time and where those labels come from (inferred labels carry noise)."""
+    notes = {}
+    for strategy, params in postprocess.items():
+        columns = as_columns(params["groups"])
+        rows = predictions[predictions["strategy"] == strategy]
+        sources = sorted(set(rows[[f"{c}_source" for c in columns]].stack())) if len(rows) else []
+        notes[strategy] = (
+            f"post-processed {params['base']} ({params['objective']}, fitted on valid): groups "
+            f"{attribute_label(params['groups'])} at prediction time are "
+            f"{'/'.join(sources) or 'unknown'} labels"
+            + (
+                "; inferred labels are noisy, so the adjustment is too"
+                if "inferred" in sources
+                else ""
+            )
+        )
+    return notes
 
 
 def label_metrics(classifier_report: dict) -> dict:
@@ -107,6 +133,7 @@ if __name__ == "__main__":
         baseline=snakemake.params.baseline,
         correction=snakemake.params.correction,
         min_group_size=snakemake.params.min_group_size,
+        postprocess=snakemake.params.postprocess,
     )
     for name, output in (("over_seeds", "table"), ("by_seed", "by_seed")):
         stem = Path(snakemake.output[output][0]).with_suffix("")

@@ -20,6 +20,7 @@ def run(
     valid_paths: list[Path],
     test_paths: list[Path],
     output: Path,
+    valid_output: Path,
     report_path: Path,
     *,
     model: str,
@@ -32,13 +33,20 @@ def run(
             raise ValueError(f"{path} has other classes than {test_paths[0]}: cannot fuse")
     valid = [pq.read_table(p).to_pandas() for p in valid_paths]
     test = [pq.read_table(p).to_pandas() for p in test_paths]
-    fused, weight, grid = fuse(valid, test, classes, step=spec.weight_step)
-    predictions = test[0].copy()
-    predictions["model"] = model
-    predictions["y_pred"] = np.asarray(classes)[fused.argmax(axis=1)]
-    predictions["probabilities"] = list(fused.astype(np.float32))
+    fused_valid, fused, weight, grid = fuse(valid, test, classes, step=spec.weight_step)
     extra = extra_attributes_of(test_paths[0])
-    write_parquet(predictions, output, predictions_schema(classes, extra))
+    # The fused valid posteriors too: post-processing strategies fit on them.
+    for frame, posteriors, path in (
+        (valid[0], fused_valid, valid_output),
+        (test[0], fused, output),
+    ):
+        fused_frame = frame.assign(
+            model=model,
+            y_pred=np.asarray(classes)[posteriors.argmax(axis=1)],
+            probabilities=list(posteriors.astype(np.float32)),
+        )
+        write_parquet(fused_frame, path, predictions_schema(classes, extra))
+    predictions = pq.read_table(output).to_pandas()
     accuracy = {
         name: float((frame["y_true"] == frame["y_pred"]).mean())
         for name, frame in zip(spec.components, test, strict=True)
@@ -66,6 +74,7 @@ if __name__ == "__main__":
         [Path(p) for p in snakemake.input.valid],
         [Path(p) for p in snakemake.input.test],
         Path(snakemake.output.predictions),
+        Path(snakemake.output.valid_predictions),
         Path(snakemake.output.report),
         model=snakemake.wildcards.model,
         model_params=snakemake.params.model,

@@ -211,7 +211,7 @@ def test_late_fusion_weight_is_chosen_on_valid():
         )
 
     shuffled = frame(good).sample(frac=1, random_state=0)
-    fused, weight, _ = fuse(
+    _, fused, weight, _ = fuse(
         [frame(noise), shuffled], [frame(noise), shuffled], ["a", "b", "c"], step=0.1
     )
     # Rows are matched by id, not by position.

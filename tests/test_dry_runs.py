@@ -95,7 +95,9 @@ def test_ferplus_fer2013_csv_layout(workdir, tmp_path):
         for model in config["training"]["models"]
     )
     assert "ingest_ferplus" in jobs
-    assert len(jobs["train_model"]) == len(config["strategies"]) * seeds
+    trained = [s for s in config["training"]["strategies"] if not s.startswith("postprocess")]
+    assert len(jobs["train_model"]) == len(trained) * seeds
+    assert len(jobs["postprocess_predictions"]) == 2 * seeds
 
 
 def test_cross_dataset_dynamic_weighting_aligns_and_embeds_the_second_dataset(workdir, tmp_path):

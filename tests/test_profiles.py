@@ -33,6 +33,7 @@ EVERY_RULE = {
     "audit_dataset",
     "augment_demographics",
     "train_model",
+    "postprocess_predictions",
     "fairness_tables",
     "compare_strategies",
     "gradcam_maps",

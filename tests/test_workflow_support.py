@@ -64,6 +64,13 @@ def test_package_modules_resolve_from_imports_of_subpackages_and_names(tmp_path)
         ({"training": {"models": ["vgg"]}}, "training.models names ['vgg']"),
         ({"fairness": {"attributes": ["country"]}}, "provides only race, gender and age"),
         ({"evaluation": {"datasets": ["ferplus"]}}, "lists the emotion dataset ferplus"),
+        (
+            {
+                "training": {"strategies": ["baseline", "postprocess_recall"]},
+                "strategies": {"postprocess_recall": {"base": "group_dro"}},
+            },
+            "strategies.postprocess_recall.base is 'group_dro'",
+        ),
     ],
 )
 def test_cross_key_problems_are_one_paragraph(override, expected):

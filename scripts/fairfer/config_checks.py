@@ -205,6 +205,8 @@ CLIP_MODEL_INPUTS: tuple[str, ...] = (
     "posteriors",
 )
 AUDIOVISUAL_DATASETS: tuple[str, ...] = ("cremad",)
+#: Strategies that adjust a trained strategy's predictions (fairfer.training.postprocessing).
+POSTPROCESS_STRATEGIES: tuple[str, ...] = ("postprocess_recall", "postprocess_worst_group")
 #: Attributes beyond race, gender and age each emotion dataset has (generic: any column).
 DATASET_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "ferplus": (),
@@ -215,6 +217,23 @@ DATASET_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 
 def _and_list(names: list[str]) -> str:
     return ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+def audit_problem(config: Mapping) -> str | None:
+    """Audited models whose names clash, or that cannot apply to the emotion dataset."""
+    audited = list(config["audit"]["models"])
+    clash = [m for m in audited if m in config["training"]["models"] or m == "group_labels"]
+    if clash:
+        return (
+            f"config key audit.models names {clash}, which are also trained models (or the "
+            "reserved group_labels); give the audited models other names."
+        )
+    if audited and config["emotion_dataset"] in AUDIOVISUAL_DATASETS:
+        return (
+            f"config key audit.models is not supported with the audio-visual dataset "
+            f"{config['emotion_dataset']}: audited models read images. Set it to {{}}."
+        )
+    return None
 
 
 def audiovisual_problem(config: Mapping) -> str | None:
@@ -305,9 +324,20 @@ def run_problem(config: Mapping) -> str | None:
                     f"{' or '.join(inputs)}, and only it does; set architecture and input "
                     "accordingly."
                 )
-    problem = audiovisual_problem(config)
+    problem = audiovisual_problem(config) or audit_problem(config)
     if problem:
         return problem
+    for name in strategies:
+        base = config["strategies"][name].get("base")
+        if name in POSTPROCESS_STRATEGIES and (
+            base not in strategies or base in POSTPROCESS_STRATEGIES
+        ):
+            return (
+                f"config key strategies.{name}.base is {base!r}: a post-processing strategy "
+                f"adjusts a trained strategy's predictions, so base must be one of the trained "
+                f"strategies of training.strategies "
+                f"({[s for s in strategies if s not in POSTPROCESS_STRATEGIES]})."
+            )
     extra = extra_attributes(config)
     allowed = DATASET_ATTRIBUTES.get(emotion)
     if extra and allowed is not None and set(extra) - set(allowed):

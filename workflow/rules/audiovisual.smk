@@ -102,6 +102,7 @@ rule fuse_predictions:
         modules=package_modules("fuse_predictions"),
     output:
         predictions=PREDICTIONS,
+        valid_predictions=VALID_PREDICTIONS,
         report="results/models/{model}/{strategy}/seed-{seed}/fusion.json",
     params:
         model=model_params,
@@ -111,7 +112,7 @@ rule fuse_predictions:
         "logs/benchmarks/fuse_predictions/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
         model="|".join(LATE_FUSION_MODELS) or "(?!)",
-        strategy="|".join(STRATEGIES),
+        strategy="|".join(TRAINED_STRATEGIES),
         seed=r"\d+",
     threads: 1
     resources:

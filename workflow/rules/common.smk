@@ -77,30 +77,56 @@ FOLDER_DATASETS = list(
 )
 ARCHIVE_DATASETS = [d for d in FOLDER_DATASETS if config["datasets"][d]["source"] != "manual"]
 STRATEGIES = list(config["training"]["strategies"])
+# Post-processing strategies adjust a trained strategy's predictions (postprocess_predictions);
+# the others are trained.
+POSTPROCESS_STRATEGIES = [s for s in STRATEGIES if s in config_checks.POSTPROCESS_STRATEGIES]
+TRAINED_STRATEGIES = [s for s in STRATEGIES if s not in POSTPROCESS_STRATEGIES]
 # Every comparison is against this strategy (fairfer.config_checks.run_problem checks it is run).
 BASELINE = config_checks.BASELINE
-MODELS = list(config["training"]["models"])
+TRAINING_MODELS = list(config["training"]["models"])
+# Users' own models (audit.models), scored without training (audit.smk).
+AUDITED_MODELS = list(config["audit"]["models"])
+MODELS = TRAINING_MODELS + AUDITED_MODELS
 SEEDS = list(config["training"]["seeds"])
 
 
 def model_seeds(model):
-    """A model's own ``seeds`` if it has them, else ``training.seeds``."""
+    """A model's own ``seeds`` if it has them, else ``training.seeds``; an audited model is
+    one model (seed 0)."""
+    if model in AUDITED_MODELS:
+        return [0]
     return config["models"].get(model, {}).get("seeds") or SEEDS
 
 
-# Every training run, in the order compare_strategies reads their summaries.
+def model_strategies(model):
+    """Every strategy for a trained model; an audited one has its own predictions (baseline)
+    and the post-processing of them, where it gives validation predictions to fit on."""
+    if model not in AUDITED_MODELS:
+        return STRATEGIES
+    settings = config["audit"]["models"][model]
+    has_valid = bool(settings.get("valid_predictions")) or not settings.get("predictions")
+    return [BASELINE] + [
+        s
+        for s in POSTPROCESS_STRATEGIES
+        if has_valid and config["strategies"][s]["base"] == BASELINE
+    ]
+
+
+# Every run, in the order compare_strategies reads their summaries.
 RUNS = [
     {"model": m, "strategy": s, "seed": seed}
     for m in MODELS
-    for s in STRATEGIES
+    for s in model_strategies(m)
     for seed in model_seeds(m)
 ]
 # Models with a spatial input, which Grad-CAM can explain.
-IMAGE_MODELS = [m for m in MODELS if config["models"][m]["input"] in ("gray48", "aligned")]
+IMAGE_MODELS = [
+    m for m in TRAINING_MODELS if config["models"][m]["input"] in ("gray48", "aligned")
+]
 # Late fusion models average two trained models' posteriors (fuse_predictions); the others
 # are trained (train_model).
-LATE_FUSION_MODELS = [m for m in MODELS if config["models"][m]["input"] == "posteriors"]
-TRAINED_MODELS = [m for m in MODELS if m not in LATE_FUSION_MODELS]
+LATE_FUSION_MODELS = [m for m in TRAINING_MODELS if config["models"][m]["input"] == "posteriors"]
+TRAINED_MODELS = [m for m in TRAINING_MODELS if m not in LATE_FUSION_MODELS]
 # Models reading clip_inputs' output (an audio-visual dataset's clips).
 CLIP_INPUTS = ("clip_embeddings", "logmel", "egemaps", "audiovisual")
 # Grad-CAM grids: every strategy of each image model, at that model's first seed.
@@ -108,6 +134,7 @@ GRADCAM_RUNS = [
     run
     for run in RUNS
     if run["model"] in IMAGE_MODELS
+    and run["strategy"] in TRAINED_STRATEGIES
     and run["seed"] == model_seeds(run["model"])[0]
 ]
 AUGMENTATION_STRATEGIES = [s for s in STRATEGIES if s.startswith("augmentation")]
@@ -266,17 +293,41 @@ def fusion_components(kind):
     """Input function: the two component models' predictions of the same strategy and seed."""
 
     def files(wildcards):
-        pattern = (
-            PREDICTIONS
-            if kind == "test"
-            else "results/models/{model}/{strategy}/seed-{seed}/valid_predictions.parquet"
-        )
+        pattern = PREDICTIONS if kind == "test" else VALID_PREDICTIONS
         return [
             pattern.format(model=m, strategy=wildcards.strategy, seed=wildcards.seed)
             for m in config["models"][wildcards.model]["components"]
         ]
 
     return files
+
+
+VALID_PREDICTIONS = "results/models/{model}/{strategy}/seed-{seed}/valid_predictions.parquet"
+
+
+def postprocess_base(kind):
+    """Input function: the base strategy's valid or test predictions of the same model, seed."""
+
+    def files(wildcards):
+        base = config["strategies"][wildcards.strategy]["base"]
+        pattern = PREDICTIONS if kind == "test" else VALID_PREDICTIONS
+        return pattern.format(model=wildcards.model, strategy=base, seed=wildcards.seed)
+
+    return files
+
+
+def audited_files(wildcards):
+    """The user's files an audit reads (so that replacing one reruns it)."""
+    settings = config["audit"]["models"][wildcards.model]
+    keys = ("predictions", "valid_predictions", "torchscript", "onnx")
+    return [settings[key] for key in keys if settings.get(key)]
+
+
+def audited_crops(wildcards):
+    settings = config["audit"]["models"][wildcards.model]
+    if (settings.get("input") or {}).get("source") == "aligned":
+        return shard_files(ALIGNED_SHARD, EMOTION_DATASET)
+    return []
 
 
 def training_memory_mb(wildcards):
@@ -293,9 +344,17 @@ def run_files(pattern):
     return [pattern.format(**run) for run in RUNS]
 
 
+# Runs with a checkpoint of their own: a trained model and strategy.
+TRAINED_RUNS = [
+    run
+    for run in RUNS
+    if run["model"] in TRAINED_MODELS and run["strategy"] in TRAINED_STRATEGIES
+]
+
+
 def evaluation_run_files(dataset):
-    """Every training run's predictions on an evaluation dataset."""
-    return [EVALUATION_PREDICTIONS.format(dataset=dataset, **run) for run in RUNS]
+    """Every trained run's predictions on an evaluation dataset."""
+    return [EVALUATION_PREDICTIONS.format(dataset=dataset, **run) for run in TRAINED_RUNS]
 
 
 def shard_files(pattern, dataset):
@@ -324,7 +383,10 @@ def all_outputs():
         for dataset in EVALUATION_DATASETS
         for path in [
             f"results/evaluation/{dataset}/comparison.md",
-            *[f"{EVALUATION_TABLES}/summary.md".format(dataset=dataset, **run) for run in RUNS],
+            *[
+                f"{EVALUATION_TABLES}/summary.md".format(dataset=dataset, **run)
+                for run in TRAINED_RUNS
+            ],
         ]
     ]
 

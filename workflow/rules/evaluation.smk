@@ -24,7 +24,7 @@ rule evaluate_model:
     wildcard_constraints:
         dataset="|".join(EVALUATION_DATASETS) or "(?!)",
         model="|".join(TRAINED_MODELS),
-        strategy="|".join(STRATEGIES),
+        strategy="|".join(TRAINED_STRATEGIES),
         seed=r"\d+",
     threads: config["training"]["threads"]
     resources:
@@ -67,7 +67,7 @@ use rule fairness_tables as evaluation_tables with:
     wildcard_constraints:
         dataset="|".join(EVALUATION_DATASETS) or "(?!)",
         model="|".join(MODELS),
-        strategy="|".join(STRATEGIES),
+        strategy="|".join(TRAINED_STRATEGIES),
         seed=r"\d+",
 
 
@@ -90,6 +90,8 @@ use rule compare_strategies as evaluation_comparison with:
         baseline=BASELINE,
         correction=config["race_matching"]["correction"],
         min_group_size=config["fairness"]["min_group_size"],
+        # Post-processing strategies, noted in the tables (groups used at prediction time).
+        postprocess={s: config["strategies"][s] for s in POSTPROCESS_STRATEGIES},
     log:
         "logs/evaluation_comparison/{dataset}.log",
     benchmark:

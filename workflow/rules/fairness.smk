@@ -67,6 +67,8 @@ rule compare_strategies:
         baseline=BASELINE,
         correction=config["race_matching"]["correction"],
         min_group_size=config["fairness"]["min_group_size"],
+        # Post-processing strategies, noted in the tables (groups used at prediction time).
+        postprocess={s: config["strategies"][s] for s in POSTPROCESS_STRATEGIES},
     log:
         "logs/compare_strategies.log",
     benchmark:

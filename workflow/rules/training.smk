@@ -34,7 +34,7 @@ rule train_model:
         history="results/models/{model}/{strategy}/seed-{seed}/history.csv",
         predictions=PREDICTIONS,
         # The validation split's posteriors: what late fusion is fitted on.
-        valid_predictions="results/models/{model}/{strategy}/seed-{seed}/valid_predictions.parquet",
+        valid_predictions=VALID_PREDICTIONS,
     params:
         model=model_params,
         strategy=strategy_params,
@@ -47,7 +47,7 @@ rule train_model:
         "logs/benchmarks/train_model/{model}/{strategy}/seed-{seed}.tsv"
     wildcard_constraints:
         model="|".join(TRAINED_MODELS),
-        strategy="|".join(STRATEGIES),
+        strategy="|".join(TRAINED_STRATEGIES),
         seed=r"\d+",
     threads: config["training"]["threads"]
     resources:
@@ -59,3 +59,31 @@ rule train_model:
         "../../envs/fairfer.yaml"
     script:
         "../../scripts/train_model.py"
+
+
+rule postprocess_predictions:
+    input:
+        valid=postprocess_base("valid"),
+        test=postprocess_base("test"),
+        modules=package_modules("postprocess_predictions"),
+    output:
+        predictions=PREDICTIONS,
+        report="results/models/{model}/{strategy}/seed-{seed}/postprocess.json",
+    params:
+        strategy=strategy_params,
+    log:
+        "logs/postprocess_predictions/{model}/{strategy}/seed-{seed}.log",
+    benchmark:
+        "logs/benchmarks/postprocess_predictions/{model}/{strategy}/seed-{seed}.tsv"
+    wildcard_constraints:
+        model="|".join(MODELS),
+        strategy="|".join(POSTPROCESS_STRATEGIES) or "(?!)",
+        seed=r"\d+",
+    threads: 1
+    resources:
+        mem_mb=retry_scaled(1000),
+        runtime=retry_scaled(10),
+    conda:
+        "../../envs/fairfer.yaml"
+    script:
+        "../../scripts/postprocess_predictions.py"

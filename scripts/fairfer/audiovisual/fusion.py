@@ -49,11 +49,13 @@ def fuse(
     classes: Sequence[str],
     *,
     step: float,
-) -> tuple[np.ndarray, float, pd.DataFrame]:
-    """Fused test posteriors (in ``test[0]``'s row order), the weight and the grid's valid
-    accuracies. ``valid`` and ``test`` are the two components' prediction tables."""
+) -> tuple[np.ndarray, np.ndarray, float, pd.DataFrame]:
+    """Fused valid and test posteriors (in ``valid[0]``'s and ``test[0]``'s row order), the
+    weight and the grid's valid accuracies. ``valid`` and ``test`` are the two components'
+    prediction tables; the weight is chosen before ``test`` is looked at."""
     valid_first, valid_second = aligned_posteriors(*valid)
     labels = pd.Categorical(valid[0]["y_true"], categories=list(classes)).codes
     weight, grid = choose_weight(valid_first, valid_second, labels, step=step)
     test_first, test_second = aligned_posteriors(*test)
-    return weight * test_first + (1 - weight) * test_second, weight, grid
+    fused_valid = weight * valid_first + (1 - weight) * valid_second
+    return fused_valid, weight * test_first + (1 - weight) * test_second, weight, grid

@@ -260,6 +260,12 @@ def _headline(inputs: ReportInputs, attributes: Sequence[str]) -> str:
         "red: worse; no colour: no clear change. With several seeds, figures are means over "
         "seeds.</p>"
     ]
+    if "strategy_note" in comparison.columns:
+        notes = comparison.dropna(subset=["strategy_note"]).drop_duplicates("strategy")
+        parts += [
+            f"<p class='note'>{_text(row['strategy'])}: {_text(row['strategy_note'])}.</p>"
+            for row in notes.to_dict("records")
+        ]
     run_keys = [c for c in ("model", "strategy") if c in comparison.columns]
     for attribute in attributes:
         table = comparison[comparison["attribute"] == attribute]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fairfer.config_checks import POSTPROCESS_STRATEGIES
 from fairfer.training.data import UNKNOWN, Encoding, Split
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ STRATEGIES: tuple[str, ...] = (
     "multitask",
     "group_dro",
     "dynamic_weighting",
+    # Post-processing: no objective here (rule postprocess_predictions).
+    *POSTPROCESS_STRATEGIES,
 )
 #: Strategies that train on the output of augment_demographics.
 AUGMENTATION_STRATEGIES: tuple[str, ...] = ("augmentation", "augmentation_emotion")
