@@ -6,6 +6,7 @@ weighting) is the training pool, its valid split the only model-selection data, 
 split is predicted once, at the end, into the shared predictions schema.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -69,6 +70,23 @@ def network_dims(spec: ModelSpec, inputs: dict[str, list[Path]], train_split: Sp
     return {}
 
 
+def start_from(
+    network: torch.nn.Module, spec: ModelSpec, path: Path, classes: list[str], *, epochs: int | None
+) -> ModelSpec:
+    """Load the baseline's trained weights (training.init: baseline) into ``network``; the
+    spec with the fine-tuning epochs (warm-up at most half of them)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if list(checkpoint["classes"]) != list(classes):
+        raise ValueError(f"{path} was trained on classes {checkpoint['classes']}, not {classes}")
+    network.load_state_dict(checkpoint["network"])
+    logger.info("initialised from %s", path)
+    if epochs is None:
+        return spec
+    return dataclasses.replace(
+        spec, epochs=epochs, warmup_epochs=min(spec.warmup_epochs, epochs / 2)
+    )
+
+
 def fingerprint(*parts, paths: list[Path]) -> str:
     """Identity of a job's settings and inputs: a resume file from other ones is ignored."""
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
@@ -89,6 +107,7 @@ def run(
     history_path: Path,
     predictions_path: Path,
     valid_predictions_path: Path | None = None,
+    finetune_epochs: int | None = None,
 ) -> pd.DataFrame:
     """Train, select on valid, write the test predictions (and the valid split's, which
     late fusion and post-processing fit on without touching test)."""
@@ -155,6 +174,8 @@ def run(
     make_deterministic(runtime.device)
     seed_everything(seed)
     network = build_network(spec, n_classes=len(classes), **network_dims(spec, inputs, train_split))
+    if inputs.get("init"):
+        spec = start_from(network, spec, inputs["init"][0], classes, epochs=finetune_epochs)
     objective = build_strategy(
         strategy,
         strategy_params,
@@ -179,6 +200,7 @@ def run(
             strategy,
             strategy_params,
             seed,
+            finetune_epochs,
             paths=[p for paths in inputs.values() for p in paths],
         ),
     )
@@ -253,4 +275,5 @@ if __name__ == "__main__":
         history_path=Path(snakemake.output.history),
         predictions_path=Path(snakemake.output.predictions),
         valid_predictions_path=Path(snakemake.output.valid_predictions),
+        finetune_epochs=snakemake.params.finetune_epochs,
     )

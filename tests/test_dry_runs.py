@@ -290,3 +290,23 @@ def test_image_models_on_cremad_are_one_paragraph(workdir):
     _, output = dry_run(workdir, {"emotion_dataset": "cremad"}, check=False)
     assert "config key training.models names ['compact_cnn', 'embedding_mlp']" in output
     assert "Traceback" not in output
+
+
+def test_strategies_fine_tune_the_baseline_with_init_baseline(workdir):
+    override = {
+        "training": {
+            "init": "baseline",
+            "finetune_epochs": 2,
+            "strategies": ["baseline", "group_dro"],
+        }
+    }
+    _, output = dry_run(workdir, override)
+    blocks = [
+        b
+        for b in re.split(r"\n(?=(?:local)?rule \w+:)", output)
+        if b.startswith("rule train_model") and "strategy=group_dro" in b
+    ]
+    assert blocks
+    for block in blocks:
+        model, seed = re.search(r"model=(\w+), strategy=group_dro, seed=(\d+)", block).groups()
+        assert f"results/models/{model}/baseline/seed-{seed}/model.pt" in block

@@ -172,3 +172,31 @@ def test_embedding_model_leaves_out_images_without_an_embedding(tmp_path, files)
     _, written = train_job(tmp_path, inputs, model=model)
     assert len(written) == 11
     assert (written["y_true"] == written["y_pred"]).mean() > 0.8
+
+
+def test_a_strategy_can_start_from_the_trained_baseline(tmp_path, files, caplog):
+    inputs = {k: files[k] for k in ("manifest", "group_labels")}
+    train_job(tmp_path, inputs)
+    baseline = tmp_path / "baseline.pt"
+    (tmp_path / "run" / "model.pt").rename(baseline)
+    caplog.set_level("INFO")
+    out = tmp_path / "tuned"
+    out.mkdir()
+    run(
+        {**inputs, "init": [baseline]},
+        model="m",
+        model_params=MODEL,
+        strategy="reweighting",
+        strategy_params={"groups": ["race"], "max_weight": 10.0},
+        seed=3,
+        runtime_params={"device": "cpu", "mixed_precision": False},
+        checkpoint_path=out / "model.pt",
+        history_path=out / "history.csv",
+        predictions_path=out / "predictions.parquet",
+        valid_predictions_path=out / "valid.parquet",
+        finetune_epochs=1,
+    )
+    assert f"initialised from {baseline}" in caplog.text
+    assert len(pd.read_csv(out / "history.csv")) == 1
+    valid = pq.read_table(out / "valid.parquet").to_pandas()
+    assert len(valid) > 0 and set(valid["strategy"]) == {"reweighting"}

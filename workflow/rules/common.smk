@@ -268,6 +268,11 @@ def training_inputs(wildcards):
     }
     if wildcards.strategy in AUGMENTATION_STRATEGIES:
         inputs["augmented"] = AUGMENTED_SET.format(strategy=wildcards.strategy)
+    if config["training"]["init"] == "baseline" and wildcards.strategy != BASELINE:
+        # Fine-tuned from the same model and seed's trained baseline.
+        inputs["init"] = (
+            f"results/models/{wildcards.model}/{BASELINE}/seed-{wildcards.seed}/model.pt"
+        )
     if wildcards.strategy == "dynamic_weighting" and SECOND_DATASET:
         inputs["second_manifest"] = f"results/manifests/{SECOND_DATASET}.parquet"
         inputs["second_model_inputs"] = face_inputs(wildcards.model, SECOND_DATASET)

@@ -41,6 +41,12 @@ rule train_model:
         runtime={
             key: config["training"][key] for key in ("device", "mixed_precision")
         },
+        # Fine-tuning epochs when the strategy starts from the baseline (training.init).
+        finetune_epochs=lambda wildcards: (
+            config["training"]["finetune_epochs"]
+            if config["training"]["init"] == "baseline" and wildcards.strategy != BASELINE
+            else None
+        ),
     log:
         "logs/train_model/{model}/{strategy}/seed-{seed}.log",
     benchmark:
