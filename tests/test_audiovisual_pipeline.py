@@ -19,14 +19,14 @@ pytestmark = [
 ]
 
 MODELS = ["visual_mlp", "audio_cnn", "fusion_early", "fusion_late"]
-STRATEGIES = ["baseline", "group_dro"]
+STRATEGIES = ["baseline", "group_dro", "postprocess_recall"]
 FIXTURE_CONFIG = """datasets:
   cremad:
     frames_per_clip: 3
     # 26 actors: enough test actors for groups in a small fixture.
     split_fractions: {train: 0.5, valid: 0.25, test: 0.25}
 training:
-  strategies: [baseline, group_dro]
+  strategies: [baseline, group_dro, postprocess_recall]
   seeds: [0]
 """
 
@@ -129,6 +129,13 @@ def test_every_modality_has_its_tables_and_fusion_is_not_worse(cremad_run):
     ]
     audio = accuracy[accuracy["reference"] == "audio_cnn"]["baseline"].iloc[0]
     assert audio > 0.6
+    # Post-processing applies to the late fusion too, with the metadata's groups.
+    report = json.loads(
+        (
+            cremad_run / "results/models/fusion_late/postprocess_recall/seed-0/postprocess.json"
+        ).read_text()
+    )
+    assert report["group_labels"] == ["ground_truth"]
 
 
 def test_crowd_reference_and_report(cremad_run):
