@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from fairfer.config_checks import VECTOR_INPUTS
 from fairfer.inference import resolve_device
 from fairfer.schemas import extra_attributes_of, predictions_schema, write_parquet
 from fairfer.training.data import (
@@ -22,7 +23,7 @@ from fairfer.training.data import (
     model_inputs,
     prediction_frame,
 )
-from fairfer.training.models import VECTOR_INPUTS, ModelSpec, build_network
+from fairfer.training.models import ModelSpec, build_network
 from fairfer.training.trainer import Runtime, predict_proba
 
 logger = logging.getLogger(__name__)

@@ -10,18 +10,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fairfer.fairness.metrics import as_columns, attribute_label
+from fairfer.fairness.metrics import as_columns, attribute_label, row_groups
 from fairfer.schemas import extra_attributes_of, predictions_schema, schema_metadata, write_parquet
 from fairfer.training.postprocessing import apply_offsets, fit_offsets, group_codes
 
 logger = logging.getLogger(__name__)
-
-
-def group_values(predictions: pd.DataFrame, attributes: list[str]) -> pd.Series:
-    """Each row's group of ``attributes`` (their intersection), null where any is unknown."""
-    columns = as_columns(attributes)
-    known = predictions[columns].notna().all(axis=1)
-    return predictions[columns].astype(str).agg(" x ".join, axis=1).where(known, None)
 
 
 def log_posteriors(predictions: pd.DataFrame) -> np.ndarray:
@@ -41,7 +34,7 @@ def run(
     classes = json.loads(schema_metadata(test_path)["classes"])
     valid = pq.read_table(valid_path).to_pandas()
     attributes = params["groups"]
-    valid_groups = group_values(valid, attributes)
+    valid_groups = row_groups(valid, attributes)
     names = sorted(valid_groups.dropna().unique())
     labels = pd.Categorical(valid["y_true"], categories=classes).codes
     fit = fit_offsets(
@@ -58,7 +51,7 @@ def run(
     # Only now is the test split read, and only to apply the fitted offsets.
     test = pq.read_table(test_path).to_pandas()
     adjusted = apply_offsets(
-        log_posteriors(test), group_codes(group_values(test, attributes), names), fit.offsets
+        log_posteriors(test), group_codes(row_groups(test, attributes), names), fit.offsets
     )
     predictions = test.assign(
         strategy=strategy,

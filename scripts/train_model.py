@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from fairfer.config_checks import VECTOR_INPUTS
 from fairfer.inference import resolve_device
 from fairfer.schemas import (
     ATTRIBUTES,
@@ -36,7 +37,7 @@ from fairfer.training.data import (
     model_inputs,
     prediction_frame,
 )
-from fairfer.training.models import VECTOR_INPUTS, ModelSpec, build_network
+from fairfer.training.models import ModelSpec, build_network
 from fairfer.training.strategies import AUGMENTATION_STRATEGIES, build_strategy
 from fairfer.training.trainer import (
     Runtime,

@@ -189,21 +189,20 @@ def extra_attributes(config: Mapping) -> list[str]:
     return list(dict.fromkeys(extra))
 
 
-#: Inputs each architecture other than the image networks reads (fairfer.training.models).
+#: Inputs that are vectors, read by embedding_mlp.
+VECTOR_INPUTS: tuple[str, ...] = ("embeddings", "clip_embeddings", "egemaps")
+#: Inputs read from an audio-visual dataset's clip inputs (rule clip_inputs).
+CLIP_INPUTS: tuple[str, ...] = ("clip_embeddings", "logmel", "egemaps", "audiovisual")
+#: The inputs each architecture other than the image networks reads (fairfer.training.models
+#: checks a model entry against the same table; this module stays free of torch).
 ARCHITECTURE_INPUTS: dict[str, tuple[str, ...]] = {
-    "embedding_mlp": ("embeddings", "clip_embeddings", "egemaps"),
+    "embedding_mlp": VECTOR_INPUTS,
     "audio_cnn": ("logmel",),
     "fusion_net": ("audiovisual",),
     "late_fusion": ("posteriors",),
 }
 #: Model inputs that exist only for an audio-visual dataset's clips.
-CLIP_MODEL_INPUTS: tuple[str, ...] = (
-    "clip_embeddings",
-    "logmel",
-    "egemaps",
-    "audiovisual",
-    "posteriors",
-)
+CLIP_MODEL_INPUTS: tuple[str, ...] = (*CLIP_INPUTS, "posteriors")
 AUDIOVISUAL_DATASETS: tuple[str, ...] = ("cremad",)
 #: Strategies that adjust a trained strategy's predictions (fairfer.training.postprocessing).
 POSTPROCESS_STRATEGIES: tuple[str, ...] = ("postprocess_recall", "postprocess_worst_group")

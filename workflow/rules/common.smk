@@ -50,7 +50,7 @@ EVALUATION_DATASETS = list(config["evaluation"]["datasets"])
 # Audio-visual emotion datasets (audiovisual.smk): their manifest has one row per clip, and
 # the frames sampled from each clip's video form a dataset of their own, aligned and embedded
 # like any other.
-AUDIOVISUAL_DATASETS = ["cremad"]
+AUDIOVISUAL_DATASETS = list(config_checks.AUDIOVISUAL_DATASETS)
 AUDIOVISUAL = EMOTION_DATASET in AUDIOVISUAL_DATASETS
 FRAMES_DATASET = f"{EMOTION_DATASET}_frames"
 DATASETS = [
@@ -127,8 +127,8 @@ IMAGE_MODELS = [
 # are trained (train_model).
 LATE_FUSION_MODELS = [m for m in TRAINING_MODELS if config["models"][m]["input"] == "posteriors"]
 TRAINED_MODELS = [m for m in TRAINING_MODELS if m not in LATE_FUSION_MODELS]
-# Models reading clip_inputs' output (an audio-visual dataset's clips).
-CLIP_INPUTS = ("clip_embeddings", "logmel", "egemaps", "audiovisual")
+# Model inputs read from clip_inputs' output (an audio-visual dataset's clips).
+CLIP_INPUTS = config_checks.CLIP_INPUTS
 # Grad-CAM grids: every strategy of each image model, at that model's first seed.
 GRADCAM_RUNS = [
     run

@@ -13,31 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+
+from fairfer.training.data import read_embedding_table
 
 
 def frame_embeddings(paths: Sequence[str | Path]) -> pd.DataFrame:
     """``image_id, alignment_status, embedding`` of the frames' embedding shards."""
-    frames = []
-    for path in paths:
-        table = pq.read_table(path, columns=["image_id", "alignment_status", "embedding"])
-        if not table.num_rows:
-            continue
-        matrix = table["embedding"].combine_chunks().flatten().to_numpy()
-        frames.append(
-            pd.DataFrame(
-                {
-                    "image_id": table["image_id"].to_pylist(),
-                    "alignment_status": table["alignment_status"].to_pylist(),
-                    "embedding": list(matrix.reshape(table.num_rows, -1).astype(np.float32)),
-                }
-            )
-        )
-    return (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["image_id", "alignment_status", "embedding"])
-    )
+    return read_embedding_table(paths, ["alignment_status"])
 
 
 def pool_visual(

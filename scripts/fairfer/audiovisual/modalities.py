@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fairfer.datasets import cremad
-from fairfer.fairness.metrics import Sensitive, as_columns, attribute_label
+from fairfer.fairness.metrics import Sensitive, attribute_label, row_groups
 from fairfer.fairness.tables import compare_runs
 
 #: summaryTable.csv column -> the modality's name in the tables.
@@ -63,13 +63,6 @@ def compare_modalities(
             table.insert(2, "reference", reference)
             results[name].append(table)
     return {name: pd.concat(parts, ignore_index=True) for name, parts in results.items()}
-
-
-def _group_names(frame: pd.DataFrame, sensitive: Sensitive) -> pd.Series:
-    columns = as_columns(sensitive)
-    known = frame[columns].notna().all(axis=1)
-    names = frame[columns].astype(str).agg(" x ".join, axis=1)
-    return names.where(known, None)
 
 
 def crowd_accuracy(
@@ -133,7 +126,7 @@ def crowd_accuracy(
         )
         for sensitive in attributes:
             label = attribute_label(sensitive)
-            groups = _group_names(clips, sensitive)
+            groups = row_groups(clips, sensitive)
             rates, replicate_rates = {}, {}
             for group in sorted(groups.dropna().unique()):
                 mask = (groups == group).to_numpy()

@@ -123,6 +123,15 @@ def as_columns(sensitive: Sensitive) -> list[str]:
     return columns
 
 
+def row_groups(frame: pd.DataFrame, sensitive: Sensitive) -> pd.Series:
+    """Each row's group of ``sensitive`` (``"White x Female"`` for an intersection), null where
+    any of its attributes is unknown."""
+    columns = as_columns(sensitive)
+    known = frame[columns].notna().all(axis=1)
+    names = frame[columns].astype(str).agg(INTERSECTION_SEPARATOR.join, axis=1)
+    return names.where(known, None)
+
+
 @dataclass(frozen=True)
 class Runs:
     """Predictions of one or more training runs on the same test images, as class codes.

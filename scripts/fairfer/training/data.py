@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from fairfer.config_checks import CLIP_INPUTS
 from fairfer.images import to_grayscale, to_rgb
 from fairfer.schemas import (
     ATTRIBUTE_CLASSES,
@@ -30,7 +31,7 @@ from fairfer.schemas import (
     read_checked,
     schema_metadata,
 )
-from fairfer.training.models import CLIP_INPUTS, ModelSpec
+from fairfer.training.models import ModelSpec
 
 #: Code of an unknown attribute value.
 UNKNOWN = -1
@@ -166,17 +167,26 @@ def dataset_classes(labelled: pd.DataFrame) -> list[str]:
     return [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
 
 
-def read_embeddings(paths: Sequence[str | Path]) -> pd.Series:
-    """FaceNet embeddings of embed_faces' shards as float32 arrays keyed by image id."""
-    tables = [pq.read_table(path, columns=["image_id", "embedding"]) for path in paths]
-    series = []
-    for table in tables:
+def read_embedding_table(paths: Sequence[str | Path], columns: Sequence[str] = ()) -> pd.DataFrame:
+    """``image_id``, ``columns`` and the FaceNet ``embedding`` (float32 arrays) of embed_faces'
+    shards, in file order."""
+    names = ["image_id", *columns, "embedding"]
+    frames = []
+    for path in paths:
+        table = pq.read_table(path, columns=names)
         if not table.num_rows:
             continue
         matrix = table["embedding"].combine_chunks().flatten().to_numpy()
-        vectors = list(matrix.reshape(table.num_rows, -1).astype(np.float32))
-        series.append(pd.Series(vectors, index=table["image_id"].to_pylist(), dtype=object))
-    return pd.concat(series) if series else pd.Series(dtype=object)
+        frame = table.drop(["embedding"]).to_pandas()
+        frame["embedding"] = list(matrix.reshape(table.num_rows, -1).astype(np.float32))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=names)
+
+
+def read_embeddings(paths: Sequence[str | Path]) -> pd.Series:
+    """FaceNet embeddings of embed_faces' shards as float32 arrays keyed by image id."""
+    table = read_embedding_table(paths)
+    return pd.Series(table["embedding"].to_numpy(), index=table["image_id"].to_list(), dtype=object)
 
 
 def read_aligned_crops(paths: Sequence[str | Path]) -> pd.Series:

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from fairfer.config_checks import ARCHITECTURE_INPUTS
+
 logger = logging.getLogger(__name__)
 
 #: Architectures a ``models.<name>.architecture`` config entry can name.
@@ -52,17 +54,6 @@ IMAGE_ARCHITECTURES: tuple[str, ...] = (
     "mobilenet_v3_small",
     "mobilenet_v3_large",
 )
-#: Inputs that are vectors, read by embedding_mlp.
-VECTOR_INPUTS: tuple[str, ...] = ("embeddings", "clip_embeddings", "egemaps")
-#: Inputs of an audio-visual dataset's clips (clip_inputs' output).
-CLIP_INPUTS: tuple[str, ...] = ("clip_embeddings", "logmel", "egemaps", "audiovisual")
-#: The one input each architecture other than the image networks reads.
-_ARCHITECTURE_INPUTS = {
-    "embedding_mlp": VECTOR_INPUTS,
-    "audio_cnn": ("logmel",),
-    "fusion_net": ("audiovisual",),
-    "late_fusion": ("posteriors",),
-}
 # Inputs smaller than this keep full resolution in the first stage of the torchvision models
 # (3x3 stride-1 stem, no max-pool), as CIFAR-style ResNets do; larger ones keep ImageNet's stem.
 SMALL_INPUT_SIDE = 96
@@ -113,7 +104,7 @@ class ModelSpec:
             raise ValueError(f"architecture {spec.architecture!r} is not one of {ARCHITECTURES}")
         if spec.input not in INPUTS:
             raise ValueError(f"input {spec.input!r} is not one of {INPUTS}")
-        for architecture, inputs in _ARCHITECTURE_INPUTS.items():
+        for architecture, inputs in ARCHITECTURE_INPUTS.items():
             if (spec.architecture == architecture) != (spec.input in inputs):
                 raise ValueError(f"{architecture} reads {' or '.join(inputs)}, and only it does")
         if spec.architecture == "late_fusion" and len(spec.components) != 2:

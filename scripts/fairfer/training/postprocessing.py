@@ -107,8 +107,7 @@ def fit_offsets(
     grid = np.linspace(-offset_range, offset_range, steps)
 
     def predict(current: np.ndarray) -> np.ndarray:
-        shift = np.where(groups[:, None] >= 0, current[np.maximum(groups, 0)], 0.0)
-        return (log_posteriors + shift).argmax(axis=1)
+        return _shifted(log_posteriors, groups, current).argmax(axis=1)
 
     before = _scores(predict(offsets), labels, groups, n_groups, n_classes)
     floor = before["accuracy"] - accuracy_budget
@@ -133,12 +132,16 @@ def fit_offsets(
     return Fit(offsets, tuple(group_names), before, after)
 
 
+def _shifted(log_posteriors: np.ndarray, groups: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Log-posteriors plus each row's group offsets (none for an unknown group, code -1)."""
+    return log_posteriors + np.where(groups[:, None] >= 0, offsets[np.maximum(groups, 0)], 0.0)
+
+
 def apply_offsets(
     log_posteriors: np.ndarray, groups: np.ndarray, offsets: np.ndarray
 ) -> np.ndarray:
     """Adjusted posteriors (softmax of the shifted log-posteriors); unknown groups unshifted."""
-    shift = np.where(groups[:, None] >= 0, offsets[np.maximum(groups, 0)], 0.0)
-    shifted = log_posteriors + shift
+    shifted = _shifted(log_posteriors, groups, offsets)
     shifted -= shifted.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
